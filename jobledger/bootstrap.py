@@ -1,0 +1,40 @@
+"""`build(settings)`: the one place where the service's parts are constructed and wired."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from jobledger.settings import Settings
+from ledger.application import JobLedger
+from ledger.clock import Clock, SystemClock
+from storage.config import Database, migrate
+
+
+@dataclass
+class Service:
+    settings: Settings
+    database: Database
+    ledger: JobLedger
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    run_migrations: bool = True,
+) -> Service:
+    database = settings.database()
+    if run_migrations:
+        migrate(database)
+    ledger = JobLedger(
+        database.eventsourcing_env(),
+        clock=clock or SystemClock(),
+        retry_policy=settings.retry_policy(),
+        rng=rng,
+    )
+    return Service(settings=settings, database=database, ledger=ledger)

@@ -1,0 +1,186 @@
+"""The `ledger` command line: thin commands over the service built by `jobledger.bootstrap`.
+
+Every command that prints data takes `--json`. Exit codes: 0 success, 1 the check failed
+(e.g. `verify` found a broken event), 2 bad usage or configuration, 3 not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from jobledger.bootstrap import Service, build
+from jobledger.settings import Settings, SettingsError
+from ledger.errors import JobNotFound, LedgerError, StoreUnavailable
+from ledger.timeline import timeline_entry
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.run(settings, args))
+    except JobNotFound as error:
+        print(error.message, file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except StoreUnavailable as error:
+        print(f"{error.message} ({settings.database().redacted_url()})", file=sys.stderr)
+        return EXIT_FAILED
+    except LedgerError as error:
+        print(error.message, file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description="The publish-job ledger.")
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="run the service")
+    serve.add_argument("--host", default=None, help="address to bind (LEDGER_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port to bind (LEDGER_PORT)")
+    serve.add_argument(
+        "--role",
+        choices=["all", "api"],  # worker, delivery and projector roles arrive with their issues
+        default="all",
+        help="which part of the service this process runs",
+    )
+    serve.set_defaults(run=_serve)
+
+    verify = commands.add_parser(
+        "verify", help="recompute every hash chain and the log digest (audit integrity)"
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(run=_verify)
+
+    audit = commands.add_parser("audit", help="audit log maintenance").add_subparsers()
+    checkpoint = audit.add_parser("checkpoint", help="store a checkpoint of the log digest now")
+    checkpoint.add_argument("--json", action="store_true")
+    checkpoint.set_defaults(run=_checkpoint)
+
+    jobs = commands.add_parser("jobs", help="inspect jobs").add_subparsers()
+    timeline = jobs.add_parser("timeline", help="a job's events, oldest first")
+    timeline.add_argument("job_id", type=_uuid, help="the job's id")
+    timeline.add_argument("--json", action="store_true", help="print the events as JSON")
+    timeline.set_defaults(run=_timeline)
+    return parser
+
+
+def _uuid(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a job id (a UUID)") from None
+
+
+def _with_service(settings: Settings) -> Service:
+    return build(settings)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from jobledger.serve import serve
+
+    return serve(settings, host=args.host, port=args.port, role=args.role)
+
+
+def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    service = _with_service(settings)
+    try:
+        report = service.ledger.verify()
+    finally:
+        service.close()
+    if args.json:
+        brk = report.first_break
+        _print_json(
+            {
+                "ok": report.ok,
+                "events": report.events,
+                "checkpoints": report.checkpoints,
+                "digest": report.digest,
+                "position": report.position,
+                "first_break": None
+                if brk is None
+                else {
+                    "position": brk.position,
+                    "job_id": brk.aggregate_id,
+                    "version": brk.version,
+                    "reason": brk.reason,
+                },
+            }
+        )
+    else:
+        print(report.summary())
+    return 0 if report.ok else EXIT_FAILED
+
+
+def _checkpoint(settings: Settings, args: argparse.Namespace) -> int:
+    service = _with_service(settings)
+    try:
+        checkpoint = service.ledger.write_checkpoint()
+    finally:
+        service.close()
+    if args.json:
+        _print_json(
+            None
+            if checkpoint is None
+            else {
+                "position": checkpoint.position,
+                "count": checkpoint.count,
+                "digest": checkpoint.digest,
+            }
+        )
+    elif checkpoint is None:
+        print("No new events since the last checkpoint.")
+    else:
+        print(
+            f"Checkpoint: {checkpoint.count} events up to position {checkpoint.position}, "
+            f"digest {checkpoint.digest}"
+        )
+    return 0
+
+
+def _timeline(settings: Settings, args: argparse.Namespace) -> int:
+    service = _with_service(settings)
+    try:
+        entries = [timeline_entry(e) for e in service.ledger.job_events(args.job_id)]
+    finally:
+        service.close()
+    if args.json:
+        _print_json({"job_id": str(args.job_id), "events": entries})
+        return 0
+    for entry in entries:
+        head = f"v{entry['version']:<3} {entry['occurred_at']}  {entry['type']:<20}"
+        print(f"{head} by {entry['actor']}")
+        for key, value in entry["data"].items():
+            if value not in (None, {}, []):
+                print(f"       {key}: {_short(value)}")
+    return 0
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

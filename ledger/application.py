@@ -1,0 +1,361 @@
+"""`JobLedger`: the application service every edge (API, worker, CLI) uses to change or read jobs.
+
+Public surface:
+- `create_job(new, tenant_id=, idempotency_key=, actor=)` -> `Created` (idempotent on the key)
+- commands: `schedule`, `start_attempt`, `record_success`, `record_failure`, `expire_lease`,
+  `cancel`, `requeue`, each -> `Written` (the job after the command and its log positions)
+- reads: `get_job(id, as_of=None)`, `job_events(id)`
+- audit: `write_checkpoint()`, `verify()` (SPEC section 9)
+
+Commands load the job, decide, and save with optimistic concurrency. When another writer saved
+the same job first, the command is re-decided on the fresh state (up to `COMMAND_RETRIES`
+times): it then either applies, or raises the domain error the new state calls for. A lost
+update is impossible; a refused command writes nothing.
+
+Storage is chosen by the eventsourcing environment given to the constructor (see
+`storage.config`); this module imports no database driver.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+
+from ledger.audit import DIGEST_START, AuditReport, ChainVerifier, Checkpoint, fold_digest
+from ledger.clock import Clock, SystemClock
+from ledger.errors import (
+    ConcurrentUpdate,
+    IdempotencyConflict,
+    JobNotFound,
+    StoreUnavailable,
+)
+from ledger.job import AttemptFailure, Job, JobState, job_id_for
+from ledger.request import NewJob
+from ledger.retry import RetryPolicy
+
+COMMAND_RETRIES = 8
+LOG_BATCH = 1000
+CHECKPOINT_LOG_ID = uuid5(NAMESPACE_URL, "https://job-ledger.dev/ns/audit-checkpoints")
+
+T = TypeVar("T")
+
+
+class AuditCheckpoint(DomainEvent):
+    """A checkpoint of the log digest: `count` chained events up to `position` fold to `digest`."""
+
+    TOPIC = "job-ledger:AuditCheckpoint:v1"
+    position: int
+    count: int
+    digest: str
+
+
+CHECKPOINT_TOPIC = AuditCheckpoint.TOPIC
+
+
+@dataclass(frozen=True)
+class Written:
+    job: Job
+    positions: tuple[int, ...]
+
+    @property
+    def position(self) -> int:
+        return max(self.positions) if self.positions else 0
+
+
+@dataclass(frozen=True)
+class Created(Written):
+    created: bool
+
+
+class JobLedger(Application[UUID]):
+    name = "Ledger"
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        clock: Clock | None = None,
+        retry_policy: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        with _store_errors():
+            super().__init__(env)
+
+    # -- creation --
+
+    def create_job(
+        self, new: NewJob, *, tenant_id: str, idempotency_key: str, actor: str
+    ) -> Created:
+        """Create the job for (tenant, key), or return the one that key already made.
+
+        Raises IdempotencyConflict when the key was used with a different request.
+        """
+        fingerprint = new.fingerprint()
+        job_id = job_id_for(tenant_id, idempotency_key)
+        existing = self._find(job_id)
+        if existing is None:
+            body = new.as_dict()
+            job = Job.create(
+                tenant_id=tenant_id,
+                idempotency_key=idempotency_key,
+                request_fingerprint=fingerprint,
+                account_id=new.account_id,
+                board_id=new.board_id,
+                pin=body["pin"],
+                publish_at=new.publish_at,
+                mode=new.mode,
+                simulate=body["simulate"],
+                metadata=body["metadata"],
+                actor=actor,
+                now=self.clock.now(),
+            )
+            try:
+                with _store_errors():
+                    recordings = self.save(job)
+            except IntegrityError:
+                existing = self._find(job_id)  # a concurrent create of the same key won
+                if existing is None:  # pragma: no cover - the winner's row must be visible
+                    raise
+            else:
+                return Created(job, tuple(r.notification.id for r in recordings), created=True)
+        if existing.request_fingerprint != fingerprint:
+            raise IdempotencyConflict(job_id, idempotency_key)
+        return Created(existing, (), created=False)
+
+    # -- commands --
+
+    def schedule(self, job_id: UUID, *, actor: str = "system") -> Written:
+        return self._update(job_id, lambda job: job.schedule(now=self.clock.now(), actor=actor))
+
+    def start_attempt(self, job_id: UUID, *, worker_id: str, lease_seconds: float) -> Written:
+        return self._update(
+            job_id,
+            lambda job: job.start_attempt(
+                worker_id=worker_id, lease_seconds=lease_seconds, now=self.clock.now()
+            ),
+        )
+
+    def record_success(
+        self,
+        job_id: UUID,
+        *,
+        attempt: int,
+        external_ref: str,
+        receipt: dict[str, Any],
+        actor: str,
+    ) -> Written:
+        return self._update(
+            job_id,
+            lambda job: job.record_success(
+                attempt=attempt,
+                external_ref=external_ref,
+                receipt=receipt,
+                actor=actor,
+                now=self.clock.now(),
+            ),
+        )
+
+    def record_failure(
+        self, job_id: UUID, *, attempt: int, failure: AttemptFailure, actor: str
+    ) -> Written:
+        return self._update(
+            job_id,
+            lambda job: job.record_failure(
+                attempt=attempt,
+                failure=failure,
+                policy=self.retry_policy,
+                actor=actor,
+                now=self.clock.now(),
+                rng=self.rng,
+            ),
+        )
+
+    def expire_lease(self, job_id: UUID) -> Written:
+        return self._update(
+            job_id,
+            lambda job: job.expire_lease(
+                policy=self.retry_policy, now=self.clock.now(), rng=self.rng
+            ),
+        )
+
+    def cancel(self, job_id: UUID, *, actor: str, reason: str | None = None) -> Written:
+        return self._update(
+            job_id, lambda job: job.cancel(actor=actor, reason=reason, now=self.clock.now())
+        )
+
+    def requeue(self, job_id: UUID, *, actor: str, reason: str | None = None) -> Written:
+        return self._update(
+            job_id, lambda job: job.requeue(actor=actor, reason=reason, now=self.clock.now())
+        )
+
+    # -- reads --
+
+    def get_job(self, job_id: UUID, *, as_of: datetime | None = None) -> Job:
+        if as_of is None:
+            job = self._find(job_id)
+        else:
+            job = None
+            with _store_errors():
+                event: Any
+                for event in self.events.get(job_id):
+                    if event.timestamp > as_of:
+                        break
+                    job = event.mutate(job)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def job_events(self, job_id: UUID) -> list[Job.Event]:
+        with _store_errors():
+            events = list(self.events.get(job_id))
+        if not events:
+            raise JobNotFound(job_id)
+        return events  # type: ignore[return-value]
+
+    def state_of(self, job_id: UUID) -> JobState:
+        return self.get_job(job_id).state
+
+    # -- audit (SPEC section 9) --
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with _store_errors():
+            events: list[Any] = list(self.events.get(CHECKPOINT_LOG_ID))
+        return [Checkpoint(e.position, e.count, e.digest, e.timestamp) for e in events]
+
+    def write_checkpoint(self) -> Checkpoint | None:
+        """Extend the log digest to the current end of the log and store it as a checkpoint.
+
+        Returns None when there is nothing new, or another process wrote the same checkpoint
+        first. Reads only what follows the last checkpoint.
+        """
+        with _store_errors():
+            last_events: list[Any] = list(self.events.get(CHECKPOINT_LOG_ID, desc=True, limit=1))
+        last = last_events[0] if last_events else None
+        position = last.position if last else 0
+        count = last.count if last else 0
+        digest = last.digest if last else DIGEST_START
+        for notification_id, topic, event in self._read_log(after=position):
+            if topic == CHECKPOINT_TOPIC or isinstance(event, Exception):
+                continue
+            digest = fold_digest(digest, notification_id, event.hash)
+            position, count = notification_id, count + 1
+        if last is not None and count == last.count:
+            return None
+        checkpoint = AuditCheckpoint(  # type: ignore[call-arg]
+            originator_id=CHECKPOINT_LOG_ID,
+            originator_version=(last.originator_version + 1) if last else 1,
+            timestamp=self.clock.now(),
+            position=position,
+            count=count,
+            digest=digest,
+        )
+        try:
+            with _store_errors():
+                self.save(checkpoint)
+        except IntegrityError:
+            return None
+        return Checkpoint(position, count, digest, checkpoint.timestamp)
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> AuditReport:
+        """Recompute every hash chain and the log digest; report the first broken event."""
+        verifier = ChainVerifier(self.checkpoints())
+        for notification_id, topic, event in self._read_log(after=0):
+            if topic == CHECKPOINT_TOPIC:
+                continue
+            if isinstance(event, _Undecodable):
+                verifier.undecodable(
+                    notification_id, event.originator_id, event.version, event.error
+                )
+            else:
+                verifier.feed(notification_id, topic, event)
+            if progress is not None:
+                progress(notification_id)
+            if verifier.report.first_break is not None:
+                break
+        return verifier.finish()
+
+    # -- internals --
+
+    def _read_log(self, *, after: int) -> Iterator[tuple[int, str, Any]]:
+        start = after
+        while True:
+            with _store_errors():
+                batch = self.recorder.select_notifications(
+                    start, LOG_BATCH, inclusive_of_start=False
+                )
+            for notification in batch:
+                try:
+                    event: Any = self.mapper.to_domain_event(notification)
+                except Exception as error:
+                    event = _Undecodable(
+                        str(notification.originator_id),
+                        notification.originator_version,
+                        f"{type(error).__name__}: {error}",
+                    )
+                yield notification.id, notification.topic, event
+            if len(batch) < LOG_BATCH:
+                return
+            start = batch[-1].id
+
+    def _find(self, job_id: UUID) -> Job | None:
+        try:
+            with _store_errors():
+                job: Any = self.repository.get(job_id)
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(job, Job):
+            return None
+        return job
+
+    def _update(self, job_id: UUID, command: Callable[[Job], object]) -> Written:
+        for _ in range(COMMAND_RETRIES):
+            job = self._find(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            command(job)  # raises a LedgerError (and writes nothing) when refused
+            try:
+                with _store_errors():
+                    recordings = self.save(job)
+            except IntegrityError:
+                continue  # someone else wrote this job first: decide again on fresh state
+            return Written(job, tuple(r.notification.id for r in recordings))
+        raise ConcurrentUpdate(
+            f"Job {job_id} kept changing while this command was applied "
+            f"({COMMAND_RETRIES} tries); nothing was written. Try again.",
+            job_id=str(job_id),
+        )
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    originator_id: str
+    version: int
+    error: str
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Turns the store being unreachable into `StoreUnavailable` at the ledger's boundary.
+
+    IntegrityError (a concurrency or idempotency signal) passes through untouched.
+    """
+    try:
+        yield
+    except (InterfaceError, OperationalError) as error:
+        raise StoreUnavailable() from error
