@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 
 import uvicorn
 
 from api.app import create_app
-from jobledger.bootstrap import build
+from jobledger.bootstrap import api_config, build
 from jobledger.settings import Settings
 from ledger.application import JobLedger
 from ledger.errors import LedgerError
@@ -25,6 +26,10 @@ def checkpoint_loop(ledger: JobLedger, interval: float, stop: threading.Event) -
             log.warning("audit checkpoint skipped: %s", error.message)
 
 
+def _after_uvicorn_shutdown(signum: int, frame: object) -> None:
+    log.info("stopped on signal %s", signal.Signals(signum).name)
+
+
 def serve(settings: Settings, *, host: str | None, port: int | None, role: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     service = build(settings)
@@ -39,9 +44,14 @@ def serve(settings: Settings, *, host: str | None, port: int | None, role: str) 
         )
         checkpointer.start()
     log.info("ledger %s on %s", role, service.database.redacted_url())
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
+    # handler that was installed before it; with these no-op handlers that re-raise returns
+    # here, so the clean-up below runs and the exit code is 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _after_uvicorn_shutdown)
     try:
         uvicorn.run(
-            create_app(service.ledger),
+            create_app(service.ledger, api_config(settings)),
             host=host or settings.host,
             port=settings.port if port is None else port,
             log_level="info",

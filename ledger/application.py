@@ -33,6 +33,7 @@ from eventsourcing.persistence import (
     InterfaceError,
     OperationalError,
 )
+from eventsourcing.utils import register_topic
 
 from ledger.audit import DIGEST_START, AuditReport, ChainVerifier, Checkpoint, fold_digest
 from ledger.clock import Clock, SystemClock
@@ -63,6 +64,7 @@ class AuditCheckpoint(DomainEvent):
 
 
 CHECKPOINT_TOPIC = AuditCheckpoint.TOPIC
+register_topic(CHECKPOINT_TOPIC, AuditCheckpoint)
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ class DatabaseURLError(ValueError):
 
 @dataclass(frozen=True)
 class Database:
-    url: str
-    kind: str  # "sqlite" or "postgresql"
+    url: str = field(repr=False)  # may hold a password: see redacted_url()
+    kind: str = "sqlite"  # "sqlite" or "postgresql"
     path: str = ""
     host: str = ""
     port: int = 5432

@@ -1,0 +1,123 @@
+"""The `ledger` console script as installed: timelines, checkpoints and `serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ledger.job import AttemptFailure
+from tests.conftest import make_new_job
+
+ROOT = Path(__file__).resolve().parents[2]
+LEDGER = str(Path(sys.executable).parent / "ledger")
+
+
+def run(database_url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
+    return subprocess.run(
+        [LEDGER, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def test_timeline_prints_events_oldest_first(database_url, ledger) -> None:
+    job_id = ledger.create_job(
+        make_new_job(), tenant_id="t", idempotency_key="k", actor="key:k"
+    ).job.id
+    ledger.schedule(job_id)
+    attempt = ledger.start_attempt(job_id, worker_id="worker:w", lease_seconds=30).job.attempts
+    ledger.record_failure(
+        job_id,
+        attempt=attempt,
+        failure=AttemptFailure("rate_limited", "Pinterest answered 429", retryable=True),
+        actor="worker:w",
+    )
+
+    text = run(database_url, "jobs", "timeline", str(job_id))
+    assert text.returncode == 0, text.stderr
+    lines = [line for line in text.stdout.splitlines() if line.startswith("v")]
+    assert [line.split()[2] for line in lines] == [
+        "JobCreated",
+        "JobScheduled",
+        "AttemptStarted",
+        "AttemptFailed",
+    ]
+    assert "Pinterest answered 429" in text.stdout
+
+    as_json = run(database_url, "jobs", "timeline", str(job_id), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    events = json.loads(as_json.stdout)["events"]
+    assert [e["version"] for e in events] == [1, 2, 3, 4]
+    assert events[3]["data"]["error_code"] == "rate_limited"
+    assert events[3]["prev_hash"] == events[2]["hash"]
+
+
+def test_timeline_of_unknown_job_exits_3(database_url, ledger) -> None:
+    missing = run(database_url, "jobs", "timeline", "3b4bf731-6842-5794-aef1-6574a7e1790a")
+    assert missing.returncode == 3
+    assert "No job with id" in missing.stderr
+    bad = run(database_url, "jobs", "timeline", "not-a-uuid")
+    assert bad.returncode == 2
+    assert "not a job id" in bad.stderr
+
+
+def test_checkpoint_command(database_url, ledger) -> None:
+    ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="k", actor="key:k")
+    first = run(database_url, "audit", "checkpoint", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["count"] == 1
+    again = run(database_url, "audit", "checkpoint")
+    assert "No new events" in again.stdout
+
+
+def test_bad_configuration_is_named(tmp_path) -> None:
+    bad = run("mysql://nope/x", "verify")
+    assert bad.returncode == 2
+    assert "LEDGER_DATABASE_URL" in bad.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_serve_starts_on_a_fresh_sqlite_file_and_stops_on_sigterm(tmp_path) -> None:
+    port = free_port()
+    db = tmp_path / "fresh" / "ledger.db"
+    env = {**os.environ, "LEDGER_DATABASE_URL": f"sqlite:///{db}"}
+    proc = subprocess.Popen(
+        [LEDGER, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "server did not start within 30 s"
+                time.sleep(0.1)
+        assert health.status_code == 200
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert ready.status_code == 200
+        assert db.exists()  # tables were created on first start
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0, output
+    assert "stopped on signal SIGTERM" in output
