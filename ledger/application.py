@@ -94,6 +94,8 @@ class JobLedger(Application[UUID]):
         rng: random.Random | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
+        # Called with the last log position after every save in this process (wakes followers).
+        self.saved_listeners: list[Callable[[int], None]] = []
         self.retry_policy = retry_policy or RetryPolicy()
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         with _store_errors():
@@ -293,6 +295,12 @@ class JobLedger(Application[UUID]):
         return verifier.finish()
 
     # -- internals --
+
+    def _notify(self, recordings: list[Any]) -> None:
+        if recordings:
+            position = max(r.notification.id for r in recordings)
+            for listener in self.saved_listeners:
+                listener(position)
 
     def _read_log(self, *, after: int) -> Iterator[tuple[int, str, Any]]:
         start = after

@@ -1,0 +1,233 @@
+"""The job-status read model: one row per job with every field of `GET /v1/jobs/{id}`.
+
+Rows are derived only from the log. Each job event is applied to the job as it was just before
+it (taken from a bounded in-memory cache, or rebuilt from the log up to that version), so a row
+is by construction what the aggregate would say: `Job.status()` after that event. The row keeps
+the filterable fields as columns (indexed for the list filters and for the worker's due scan)
+and the whole status as JSON text (`doc`) that reads return without re-encoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from ledger.application import JobLedger
+from ledger.job import Job
+from storage.sql import Tx, utc_text
+
+JOB_TOPICS = frozenset(
+    cls.TOPIC
+    for cls in (
+        Job.JobCreated,
+        Job.JobScheduled,
+        Job.AttemptStarted,
+        Job.JobPublished,
+        Job.AttemptFailed,
+        Job.JobFailedTerminally,
+        Job.JobCanceled,
+        Job.JobRequeued,
+    )
+)
+COLUMNS = (
+    "job_id",
+    "tenant_id",
+    "state",
+    "account_id",
+    "board_id",
+    "created_at",
+    "updated_at",
+    "state_entered_at",
+    "next_run_at",
+    "lease_expires_at",
+    "attempts",
+    "version",
+    "position",
+    "doc",
+)
+
+
+class BadCursor(ValueError):
+    """The cursor is not one this service issued."""
+
+
+class JobStatusProjection:
+    def __init__(self, ledger: JobLedger, *, table: str = "job_status", cache_size: int = 10_000):
+        self.ledger = ledger
+        self.table = table
+        self.name = table
+        self.topics = JOB_TOPICS
+        self._cache: OrderedDict[UUID, Job] = OrderedDict()
+        self._cache_size = cache_size
+
+    def create_tables(self, tx: Tx) -> None:
+        t = self.table
+        tx.execute(
+            f"CREATE TABLE IF NOT EXISTS {t} ("
+            "job_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, state TEXT NOT NULL, "
+            "account_id TEXT NOT NULL, board_id TEXT NOT NULL, created_at TEXT NOT NULL, "
+            "updated_at TEXT NOT NULL, state_entered_at TEXT NOT NULL, next_run_at TEXT, "
+            "lease_expires_at TEXT, attempts INTEGER NOT NULL, version INTEGER NOT NULL, "
+            "position BIGINT NOT NULL, doc TEXT NOT NULL)"
+        )
+        for name, cols in (
+            ("tenant_created", "tenant_id, created_at, job_id"),
+            ("tenant_state", "tenant_id, state, created_at, job_id"),
+            ("tenant_account", "tenant_id, account_id, created_at, job_id"),
+            ("tenant_board", "tenant_id, board_id, created_at, job_id"),
+            ("state_due", "state, next_run_at"),
+        ):
+            tx.execute(f"CREATE INDEX IF NOT EXISTS {t}_{name} ON {t} ({cols})")
+
+    def drop_tables(self, tx: Tx) -> None:
+        tx.execute(f"DROP TABLE IF EXISTS {self.table}")
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
+        changed: dict[UUID, tuple[Job, int]] = {}
+        for position, event in events:
+            job = self._job_before(event)
+            job = event.mutate(job)
+            self._remember(job)
+            changed[job.id] = (job, position)
+        rows = [self._row(job, position) for job, position in changed.values()]
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "job_id")
+        tx.executemany(
+            f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
+            f"ON CONFLICT (job_id) DO UPDATE SET {updates}",
+            rows,
+        )
+
+    def _job_before(self, event: Any) -> Job | None:
+        if event.originator_version == 1:
+            return None
+        cached = self._cache.get(event.originator_id)
+        if cached is not None and cached.version == event.originator_version - 1:
+            return cached
+        job: Job = self.ledger.repository.get(
+            event.originator_id, version=event.originator_version - 1
+        )
+        return job
+
+    def _remember(self, job: Job) -> None:
+        self._cache[job.id] = job
+        self._cache.move_to_end(job.id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    @staticmethod
+    def _row(job: Job, position: int) -> tuple[Any, ...]:
+        return (
+            str(job.id),
+            job.tenant_id,
+            str(job.state),
+            job.account_id,
+            job.board_id,
+            utc_text(job.created_at),
+            utc_text(job.updated_at),
+            utc_text(job.state_entered_at),
+            utc_text(job.next_run_at),
+            utc_text(job.lease_expires_at),
+            job.attempts,
+            job.version,
+            position,
+            orjson.dumps(job.status()).decode(),
+        )
+
+
+# -- queries --
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    state: str | None = None
+    account_id: str | None = None
+    board_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    docs: list[str]
+    next_cursor: str | None
+
+
+def get_doc(tx: Tx, tenant_id: str | None, job_id: UUID, table: str = "job_status") -> str | None:
+    """The status JSON of one job, or None (also when it belongs to another tenant)."""
+    if tenant_id is None:
+        row = tx.execute(f"SELECT doc FROM {table} WHERE job_id = ?", (str(job_id),)).fetchone()
+    else:
+        row = tx.execute(
+            f"SELECT doc FROM {table} WHERE job_id = ? AND tenant_id = ?",
+            (str(job_id), tenant_id),
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def encode_cursor(created_at: str, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at}|{job_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, job_id = raw.split("|")
+        UUID(job_id)
+        datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor(cursor) from None
+    return created_at, job_id
+
+
+def list_docs(
+    tx: Tx,
+    tenant_id: str | None,
+    filters: JobFilters,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    table: str = "job_status",
+) -> Page:
+    """Newest first, by (created_at, job_id); the cursor is the last row's sort key."""
+    where: list[str] = []
+    params: list[Any] = []
+    if tenant_id is not None:
+        where.append("tenant_id = ?")
+        params.append(tenant_id)
+    for column in ("state", "account_id", "board_id"):
+        value = getattr(filters, column)
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if filters.created_after is not None:
+        where.append("created_at > ?")
+        params.append(utc_text(filters.created_after))
+    if filters.created_before is not None:
+        where.append("created_at < ?")
+        params.append(utc_text(filters.created_before))
+    if cursor is not None:
+        created_at, job_id = decode_cursor(cursor)
+        where.append("(created_at, job_id) < (?, ?)")
+        params += [created_at, job_id]
+    sql = f"SELECT doc, created_at, job_id FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, job_id DESC LIMIT ?"
+    params.append(limit + 1)
+    rows = tx.execute(sql, params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1][1], rows[-1][2]) if more and rows else None
+    return Page([str(r[0]) for r in rows], next_cursor)
