@@ -84,6 +84,7 @@ class JobStatusProjection:
             ("tenant_account", "tenant_id, account_id, created_at, job_id"),
             ("tenant_board", "tenant_id, board_id, created_at, job_id"),
             ("state_due", "state, next_run_at"),
+            ("state_entered", "state, state_entered_at"),
         ):
             tx.execute(f"CREATE INDEX IF NOT EXISTS {t}_{name} ON {t} ({cols})")
 
