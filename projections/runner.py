@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -274,3 +275,37 @@ def rebuild(
         tx.execute(f"DELETE FROM {TRACKING_TABLE} WHERE name = ?", (shadow.name,))
     live.forget()
     return position
+
+
+class PositionWaiter:
+    """Lets a reader wait (bounded) until a projection has applied a given log position:
+    read-your-writes for a client that just wrote. Fed by `ProjectionRunner.position_changed`
+    in this process; falls back to reading the tracking row (another process's runner)."""
+
+    def __init__(self, store: SqlStore, name: str, *, poll_seconds: float = 0.02) -> None:
+        self.store = store
+        self.name = name
+        self.poll_seconds = poll_seconds
+        self._position = 0
+        self._changed = threading.Condition()
+
+    def advanced(self, position: int) -> None:
+        with self._changed:
+            if position > self._position:
+                self._position = position
+                self._changed.notify_all()
+
+    def wait(self, position: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._changed:
+                if self._position >= position:
+                    return True
+            self.advanced(tracked_position(self.store, self.name)[0])
+            remaining = deadline - time.monotonic()
+            if self._position >= position:
+                return True
+            if remaining <= 0:
+                return False
+            with self._changed:
+                self._changed.wait(min(remaining, self.poll_seconds * 10))

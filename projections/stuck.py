@@ -40,9 +40,10 @@ def stuck_report(
     limit: int = 100,
     table: str = "job_status",
 ) -> dict[str, Any]:
-    tenant_sql, tenant_params = ("tenant_id = ? AND ", [tenant_id]) if tenant_id else ("", [])
+    tenant_sql = "tenant_id = ? AND " if tenant_id else ""
+    tenant_params: list[Any] = [tenant_id] if tenant_id else []
     t = thresholds
-    checks = [
+    checks: list[tuple[str, str, list[Any], str]] = [
         (
             "queued_too_long",
             "state = 'queued' AND state_entered_at < ?",

@@ -246,3 +246,24 @@ def test_kill_minus_nine_mid_batch_loses_and_repeats_nothing(database_url, ledge
         from uuid import UUID
 
         assert doc == ledger.get_job(UUID(doc["id"])).status()
+
+
+def test_position_waiter_gives_read_your_writes(ledger, store, runner) -> None:
+    import threading
+
+    from projections.runner import PositionWaiter
+
+    waiter = PositionWaiter(store, runner.name)
+    runner.position_changed.append(waiter.advanced)
+    written = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="k", actor="a")
+    assert waiter.wait(written.position, timeout=0.05) is False  # nothing applied it yet
+    thread = threading.Thread(target=runner.catch_up)
+    thread.start()
+    try:
+        assert waiter.wait(written.position, timeout=20) is True
+    finally:
+        thread.join()
+    with store.transaction() as tx:
+        assert get_doc(tx, "t", written.job.id) is not None
+    # a waiter in another process learns the position from the tracking row
+    assert PositionWaiter(store, runner.name).wait(written.position, timeout=5) is True

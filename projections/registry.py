@@ -1,0 +1,23 @@
+"""The projections this service keeps, by name (the name is also the live table's name)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ledger.application import JobLedger
+from projections.job_status import JobStatusProjection
+from projections.runner import Projection
+
+ProjectionFactory = Callable[[JobLedger, str], Projection]
+
+PROJECTIONS: dict[str, ProjectionFactory] = {
+    "job_status": lambda ledger, table: JobStatusProjection(ledger, table=table),
+}
+
+
+def live(ledger: JobLedger, name: str) -> Projection:
+    return PROJECTIONS[name](ledger, name)
+
+
+def shadow(ledger: JobLedger, name: str) -> Projection:
+    return PROJECTIONS[name](ledger, f"{name}__rebuild")
