@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ledger.application import JobLedger
+from projections.attempt_outcomes import AttemptOutcomesProjection
 from projections.job_status import JobStatusProjection
 from projections.runner import Projection
 
@@ -12,6 +13,7 @@ ProjectionFactory = Callable[[JobLedger, str], Projection]
 
 PROJECTIONS: dict[str, ProjectionFactory] = {
     "job_status": lambda ledger, table: JobStatusProjection(ledger, table=table),
+    "attempt_outcomes": lambda ledger, table: AttemptOutcomesProjection(table=table),
 }
 
 

@@ -26,11 +26,11 @@ def store(service):
 
 def test_each_threshold_names_its_job(ledger, store, clock) -> None:
     ledger.retry_policy = RetryPolicy(max_attempts=10, base_seconds=1, cap_seconds=1)
-    create = lambda key, account="a1": (
-        ledger.create_job(  # noqa: E731
-            make_new_job(account_id=account), tenant_id="t1", idempotency_key=key, actor="key:k"
-        ).job.id
-    )
+
+    def create(key: str, account: str = "a1"):
+        new = make_new_job(account_id=account)
+        return ledger.create_job(new, tenant_id="t1", idempotency_key=key, actor="key:k").job.id
+
     queued = create("queued")
     overdue = create("overdue")
     ledger.schedule(overdue)
