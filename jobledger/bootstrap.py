@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from api.config import ApiConfig
 from jobledger.settings import Settings
 from ledger.application import JobLedger
 from ledger.clock import Clock, SystemClock
@@ -38,3 +39,12 @@ def build(
         rng=rng,
     )
     return Service(settings=settings, database=database, ledger=ledger)
+
+
+def api_config(settings: Settings) -> ApiConfig:
+    """What the HTTP app needs from the settings (the app itself never reads them)."""
+    return ApiConfig(
+        admin_key=settings.admin_key,
+        max_body_bytes=settings.max_body_bytes,
+        threads=settings.api_threads,
+    )

@@ -16,7 +16,13 @@ import orjson
 
 from jobledger.bootstrap import Service, build
 from jobledger.settings import Settings, SettingsError
-from ledger.errors import JobNotFound, LedgerError, StoreUnavailable
+from ledger.errors import (
+    JobNotFound,
+    KeyNotFound,
+    LedgerError,
+    StoreUnavailable,
+    TenantNotFound,
+)
 from ledger.timeline import timeline_entry
 
 EXIT_FAILED = 1
@@ -37,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.run(settings, args))
-    except JobNotFound as error:
+    except (JobNotFound, TenantNotFound, KeyNotFound) as error:
         print(error.message, file=sys.stderr)
         return EXIT_NOT_FOUND
     except StoreUnavailable as error:
@@ -57,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port to bind (LEDGER_PORT)")
     serve.add_argument(
         "--role",
-        choices=["all", "api"],  # worker, delivery and projector roles arrive with their issues
+        choices=["all", "api", "worker"],  # delivery and projector arrive with their issues
         default="all",
         help="which part of the service this process runs",
     )
@@ -79,6 +85,26 @@ def _parser() -> argparse.ArgumentParser:
     timeline.add_argument("job_id", type=_uuid, help="the job's id")
     timeline.add_argument("--json", action="store_true", help="print the events as JSON")
     timeline.set_defaults(run=_timeline)
+
+    tenants = commands.add_parser("tenants", help="manage tenants").add_subparsers()
+    tenant_create = tenants.add_parser(
+        "create", help="create a tenant and its first writer key (the key is shown once)"
+    )
+    tenant_create.add_argument("name", help="the tenant's name")
+    tenant_create.add_argument("--json", action="store_true", help="print the result as JSON")
+    tenant_create.set_defaults(run=_tenants_create)
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers()
+    key_create = keys.add_parser("create", help="issue an API key (shown once)")
+    owner = key_create.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--tenant", type=_uuid, help="the tenant the key belongs to")
+    owner.add_argument("--admin", action="store_true", help="an admin key (all tenants)")
+    key_create.add_argument(
+        "--role", choices=["writer", "reader"], default="writer", help="a tenant key's role"
+    )
+    key_create.add_argument("--label", default=None, help="a note on what the key is for")
+    key_create.add_argument("--json", action="store_true", help="print the key as JSON")
+    key_create.set_defaults(run=_keys_create)
     return parser
 
 
@@ -174,6 +200,46 @@ def _timeline(settings: Settings, args: argparse.Namespace) -> int:
         for key, value in entry["data"].items():
             if value not in (None, {}, []):
                 print(f"       {key}: {_short(value)}")
+    return 0
+
+
+CLI_ACTOR = "cli"
+
+
+def _tenants_create(settings: Settings, args: argparse.Namespace) -> int:
+    service = _with_service(settings)
+    try:
+        created = service.ledger.create_tenant(args.name, actor=CLI_ACTOR)
+    finally:
+        service.close()
+    data = {**created.tenant.describe(), "key": created.first_key.describe()}
+    if args.json:
+        _print_json(data)
+    else:
+        print(f"Tenant {data['id']} ({data['name']}) created.")
+        print(f"Writer key {data['key']['id']}; its token is shown only now:")
+        print(data["key"]["token"])
+    return 0
+
+
+def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    service = _with_service(settings)
+    try:
+        if args.admin:
+            issued = service.ledger.create_admin_key(label=args.label, actor=CLI_ACTOR)
+        else:
+            issued = service.ledger.issue_key(
+                args.tenant, role=args.role, label=args.label, actor=CLI_ACTOR
+            )
+    finally:
+        service.close()
+    data = issued.describe()
+    if args.json:
+        _print_json(data)
+    else:
+        owner = "admin (all tenants)" if args.admin else f"{data['role']} of tenant {args.tenant}"
+        print(f"Key {data['id']}: {owner}. Its token is shown only now:")
+        print(data["token"])
     return 0
 
 

@@ -9,8 +9,9 @@ import threading
 import uvicorn
 
 from api.app import create_app
-from jobledger.bootstrap import api_config, build
+from jobledger.bootstrap import Service, api_config, build
 from jobledger.settings import Settings
+from jobledger.worker_role import WorkerRole
 from ledger.application import JobLedger
 from ledger.errors import LedgerError
 
@@ -44,6 +45,16 @@ def serve(settings: Settings, *, host: str | None, port: int | None, role: str) 
         )
         checkpointer.start()
     log.info("ledger %s on %s", role, service.database.redacted_url())
+    if role == "worker":
+        try:
+            return _serve_worker(service)
+        finally:
+            stop.set()
+            if checkpointer is not None:
+                checkpointer.join(timeout=5)
+            service.close()
+    worker_stop = threading.Event()
+    worker_thread = _start_worker(service, worker_stop) if role == "all" else None
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
     # handler that was installed before it; with these no-op handlers that re-raise returns
     # here, so the clean-up below runs and the exit code is 0.
@@ -58,7 +69,32 @@ def serve(settings: Settings, *, host: str | None, port: int | None, role: str) 
         )
     finally:
         stop.set()
+        worker_stop.set()
+        if worker_thread is not None:  # let in-flight attempts finish or be released
+            worker_thread.join(timeout=settings.worker_shutdown_grace_seconds + 10)
         if checkpointer is not None:
             checkpointer.join(timeout=5)
         service.close()
+    return 0
+
+
+def _start_worker(service: Service, stop: threading.Event) -> threading.Thread:
+    """The worker beside the API (role `all`): stopped after uvicorn's graceful shutdown."""
+    role = WorkerRole(service)
+    thread = threading.Thread(target=role.run, args=(stop,), name="worker", daemon=True)
+    thread.start()
+    return thread
+
+
+def _serve_worker(service: Service) -> int:
+    """Role `worker`: the claim loop in this thread until SIGTERM/SIGINT, then drain; exit 0."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("stopped on signal %s", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    WorkerRole(service).run(stop)
     return 0

@@ -6,9 +6,10 @@ a message naming the variable.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ledger.retry import RetryPolicy
 from storage.config import Database, DatabaseURLError, parse_database_url
@@ -32,6 +33,21 @@ class Settings:
     audit_checkpoint_seconds: float = 60.0
     db_pool_size: int = 5
     db_max_overflow: int = 10
+    max_body_bytes: int = 256 * 1024
+    # -- worker (issue 4) --
+    worker_id: str | None = None  # default: worker:<hostname>:<pid>
+    worker_concurrency: int = 4
+    worker_lease_seconds: float = 120.0
+    worker_poll_seconds: float = 1.0
+    worker_shutdown_grace_seconds: float = 20.0
+    pinterest_api_base: str = "https://api.pinterest.com"
+    pinterest_timeout_seconds: float = 20.0
+    pinterest_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    pacing_account_capacity: float = 50.0
+    pacing_account_refill_per_second: float = 1.0
+    pacing_global_capacity: float = 200.0
+    pacing_global_refill_per_second: float = 3.0
+    sandbox_latency_seconds: float = 0.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,9 +70,61 @@ class Settings:
             ),
             db_pool_size=_int(env, "LEDGER_DB_POOL_SIZE", d.db_pool_size, minimum=1),
             db_max_overflow=_int(env, "LEDGER_DB_MAX_OVERFLOW", d.db_max_overflow, minimum=0),
+            max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", d.max_body_bytes, minimum=1),
+            worker_id=env.get("LEDGER_WORKER_ID") or None,
+            worker_concurrency=_int(
+                env, "LEDGER_WORKER_CONCURRENCY", d.worker_concurrency, minimum=1
+            ),
+            worker_lease_seconds=_float(env, "LEDGER_WORKER_LEASE_SECONDS", d.worker_lease_seconds),
+            worker_poll_seconds=_float(env, "LEDGER_WORKER_POLL_SECONDS", d.worker_poll_seconds),
+            worker_shutdown_grace_seconds=_float(
+                env, "LEDGER_WORKER_SHUTDOWN_GRACE_SECONDS", d.worker_shutdown_grace_seconds
+            ),
+            pinterest_api_base=(
+                env.get("LEDGER_PINTEREST_API_BASE") or d.pinterest_api_base
+            ).rstrip("/"),
+            pinterest_timeout_seconds=_float(
+                env, "LEDGER_PINTEREST_TIMEOUT_SECONDS", d.pinterest_timeout_seconds
+            ),
+            pinterest_tokens=_tokens(env),
+            pacing_account_capacity=_float(
+                env, "LEDGER_PACING_ACCOUNT_CAPACITY", d.pacing_account_capacity
+            ),
+            pacing_account_refill_per_second=_float(
+                env, "LEDGER_PACING_ACCOUNT_REFILL_PER_SECOND", d.pacing_account_refill_per_second
+            ),
+            pacing_global_capacity=_float(
+                env, "LEDGER_PACING_GLOBAL_CAPACITY", d.pacing_global_capacity
+            ),
+            pacing_global_refill_per_second=_float(
+                env, "LEDGER_PACING_GLOBAL_REFILL_PER_SECOND", d.pacing_global_refill_per_second
+            ),
+            sandbox_latency_seconds=_float(
+                env, "LEDGER_SANDBOX_LATENCY_SECONDS", d.sandbox_latency_seconds
+            ),
         )
         settings.database()  # fail fast on a bad URL
         settings.retry_policy()
+        if settings.worker_lease_seconds <= 0:
+            raise SettingsError("LEDGER_WORKER_LEASE_SECONDS must be more than zero")
+        if settings.pinterest_timeout_seconds <= 0:
+            raise SettingsError("LEDGER_PINTEREST_TIMEOUT_SECONDS must be more than zero")
+        for name, rate in (
+            ("LEDGER_PACING_ACCOUNT_REFILL_PER_SECOND", settings.pacing_account_refill_per_second),
+            ("LEDGER_PACING_GLOBAL_REFILL_PER_SECOND", settings.pacing_global_refill_per_second),
+        ):
+            if rate <= 0:
+                raise SettingsError(f"{name} must be more than zero")
+        for name, capacity in (
+            ("LEDGER_PACING_ACCOUNT_CAPACITY", settings.pacing_account_capacity),
+            ("LEDGER_PACING_GLOBAL_CAPACITY", settings.pacing_global_capacity),
+        ):
+            if capacity < 1:
+                raise SettingsError(f"{name} must be at least 1")
+        if not settings.pinterest_api_base.startswith(("http://", "https://")):
+            raise SettingsError("LEDGER_PINTEREST_API_BASE must be an http or https URL")
+        if settings.admin_key is not None and len(settings.admin_key) < 16:
+            raise SettingsError("LEDGER_ADMIN_KEY must be at least 16 characters")
         return settings
 
     def database(self) -> Database:
@@ -67,6 +135,11 @@ class Settings:
         except DatabaseURLError as error:
             raise SettingsError(f"LEDGER_DATABASE_URL: {error}") from None
 
+    @property
+    def api_threads(self) -> int:
+        """Threads that may run ledger calls for the API at once: one per pooled connection."""
+        return self.db_pool_size + self.db_max_overflow
+
     def retry_policy(self) -> RetryPolicy:
         try:
             return RetryPolicy(
@@ -76,6 +149,34 @@ class Settings:
             )
         except ValueError as error:
             raise SettingsError(f"LEDGER_JOB_RETRY_*: {error}") from None
+
+
+def _tokens(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Pinterest OAuth tokens per account: LEDGER_PINTEREST_TOKENS (a JSON object
+    account_id -> token) or LEDGER_PINTEREST_TOKENS_FILE (a file holding that JSON object)."""
+    raw = env.get("LEDGER_PINTEREST_TOKENS") or None
+    name = "LEDGER_PINTEREST_TOKENS"
+    path = env.get("LEDGER_PINTEREST_TOKENS_FILE") or None
+    if raw is not None and path is not None:
+        raise SettingsError("set LEDGER_PINTEREST_TOKENS or LEDGER_PINTEREST_TOKENS_FILE, not both")
+    if path is not None:
+        name = "LEDGER_PINTEREST_TOKENS_FILE"
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = handle.read()
+        except OSError as error:
+            raise SettingsError(f"{name}: cannot read {path!r}: {error.strerror}") from None
+    if raw is None:
+        return ()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: not valid JSON") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in data.items()
+    ):
+        raise SettingsError(f"{name}: must be a JSON object of account_id -> token strings")
+    return tuple(sorted(data.items()))
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

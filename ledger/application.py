@@ -3,7 +3,7 @@
 Public surface:
 - `create_job(new, tenant_id=, idempotency_key=, actor=)` -> `Created` (idempotent on the key)
 - commands: `schedule`, `start_attempt`, `record_success`, `record_failure`, `expire_lease`,
-  `cancel`, `requeue`, each -> `Written` (the job after the command and its log positions)
+  `pace`, `cancel`, `requeue`, each -> `Written` (the job after the command and its log positions)
 - reads: `get_job(id, as_of=None)`, `job_events(id)`
 - audit: `write_checkpoint()`, `verify()` (SPEC section 9)
 
@@ -46,6 +46,7 @@ from ledger.errors import (
 from ledger.job import AttemptFailure, Job, JobState, job_id_for
 from ledger.request import NewJob
 from ledger.retry import RetryPolicy
+from ledger.tenancy import TenancyCommands
 
 COMMAND_RETRIES = 8
 LOG_BATCH = 1000
@@ -82,7 +83,7 @@ class Created(Written):
     created: bool
 
 
-class JobLedger(Application[UUID]):
+class JobLedger(TenancyCommands, Application[UUID]):
     name = "Ledger"
 
     def __init__(
@@ -196,6 +197,13 @@ class JobLedger(Application[UUID]):
             lambda job: job.expire_lease(
                 policy=self.retry_policy, now=self.clock.now(), rng=self.rng
             ),
+        )
+
+    def pace(self, job_id: UUID, *, run_at: datetime, reason: str, actor: str) -> Written:
+        """Hold a scheduled job back until `run_at` (token-bucket pacing, SPEC section 4)."""
+        return self._update(
+            job_id,
+            lambda job: job.pace(run_at=run_at, reason=reason, actor=actor, now=self.clock.now()),
         )
 
     def cancel(self, job_id: UUID, *, actor: str, reason: str | None = None) -> Written:

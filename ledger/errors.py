@@ -80,3 +80,25 @@ class StoreUnavailable(LedgerError):
 
 class NotDue(LedgerError):
     """The job is not due to run yet."""
+
+
+class TenantNotFound(LedgerError):
+    """No such tenant."""
+
+    def __init__(self, tenant_id: object) -> None:
+        super().__init__(f"No tenant with id {tenant_id}.", tenant_id=str(tenant_id))
+
+
+class KeyNotFound(LedgerError):
+    """No such API key."""
+
+    def __init__(self, key_id: object) -> None:
+        super().__init__(f"No API key with id {key_id}.", key_id=str(key_id))
+
+
+class InvalidTenancy(LedgerError):
+    """The tenant or key request is invalid."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}", field=field)

@@ -50,6 +50,7 @@ TRANSITIONS: dict[str, tuple[tuple[JobState | None, ...], JobState]] = {
     "JobFailedTerminally": ((S.RUNNING,), S.FAILED_TERMINAL),
     "JobCanceled": ((S.QUEUED, S.SCHEDULED, S.FAILED_RETRYING), S.CANCELED),
     "JobRequeued": ((S.FAILED_TERMINAL, S.CANCELED), S.QUEUED),
+    "JobPaced": ((S.SCHEDULED,), S.SCHEDULED),
 }
 
 # command name -> the event types it may append (its allowed source states are their union).
@@ -61,6 +62,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "expire_lease": ("AttemptFailed", "JobFailedTerminally"),
     "cancel": ("JobCanceled",),
     "requeue": ("JobRequeued",),
+    "pace": ("JobPaced",),
 }
 
 FINAL_STATES = frozenset({S.PUBLISHED, S.FAILED_TERMINAL, S.CANCELED})
@@ -233,6 +235,16 @@ class Job(AuditedAggregate):
             job.cycle_attempts = 0
             job.next_run_at = None
 
+    class JobPaced(Event):
+        """A scheduled job held back by pacing (token buckets); it runs at `run_at` instead."""
+
+        TOPIC = "job-ledger:JobPaced:v1"
+        run_at: datetime
+        reason: str
+
+        def apply_to(self, job: Job) -> None:
+            job.next_run_at = self.run_at
+
     # -- state, set only by the events above (annotations hidden from the library, which
     # would otherwise turn the aggregate into a dataclass) --
     if TYPE_CHECKING:
@@ -377,6 +389,11 @@ class Job(AuditedAggregate):
             receipt={"worker_id": self.lease_worker},
         )
         return self._fail(failure, policy=policy, actor=SYSTEM_ACTOR, now=now, rng=rng)
+
+    def pace(self, *, run_at: datetime, reason: str, actor: str, now: datetime) -> None:
+        """Hold a scheduled job back until `run_at` (never earlier than now): pacing."""
+        self._check("pace", "JobPaced")
+        self._record(self.JobPaced, when=now, actor=actor, run_at=max(run_at, now), reason=reason)
 
     def cancel(self, *, actor: str, now: datetime, reason: str | None = None) -> None:
         self._check("cancel", "JobCanceled")

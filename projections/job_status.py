@@ -35,6 +35,7 @@ JOB_TOPICS = frozenset(
         Job.JobFailedTerminally,
         Job.JobCanceled,
         Job.JobRequeued,
+        Job.JobPaced,
     )
 )
 COLUMNS = (

@@ -30,6 +30,7 @@ FORBIDDEN = {
     "delivery": {"api", "projections", "jobledger", "starlette"},
     "api": {"jobledger", "psycopg", "sqlite3"},
     "storage": {"api", "projections", "delivery", "jobledger", "starlette", "httpx"},
+    "worker": {"api", "starlette", "uvicorn", "jobledger", "delivery"},
 }
 
 

@@ -41,6 +41,7 @@ SPEC = {
     "JobFailedTerminally": ({"running"}, "failed_terminal"),
     "JobCanceled": ({"queued", "scheduled", "failed_retrying"}, "canceled"),
     "JobRequeued": ({"failed_terminal", "canceled"}, "queued"),
+    "JobPaced": ({"scheduled"}, "scheduled"),
 }
 LEASE_SECONDS = 30.0
 POLICY = RetryPolicy(max_attempts=3, base_seconds=1.0, cap_seconds=8.0)
@@ -187,6 +188,20 @@ class JobMachine(RuleBasedStateMachine):
             assert 0 <= event.delay_seconds <= ceiling
             assert event.next_run_at == event.timestamp + timedelta(seconds=event.delay_seconds)
             self.due_at = event.next_run_at
+
+    @rule(seconds=st.sampled_from([0.0, 1.0, 60.0]))
+    def pace(self, seconds: float) -> None:
+        ok = self.state == "scheduled"
+        run_at = self.clock.now() + timedelta(seconds=seconds)
+        self._expect(
+            lambda: self.job.pace(
+                run_at=run_at, reason="account bucket empty", actor="worker:w", now=self.clock.now()
+            ),
+            "JobPaced" if ok else None,
+        )
+        if ok:
+            assert self.job.next_run_at == run_at
+            self.due_at = run_at
 
     @rule()
     def cancel(self) -> None:

@@ -1,0 +1,122 @@
+"""Who is calling: bearer API keys, their roles, and what each role may do.
+
+`Authorization: Bearer <token>`. A tenant key's token is `jlk_<key_id>_<secret>`, checked
+against the stored sha256 of its secret in constant time (`TenancyCommands.authenticate`).
+The bootstrap admin key (`LEDGER_ADMIN_KEY`) is compared in constant time against its sha256,
+the only form of it this module keeps. Roles:
+
+- `admin`: every tenant; manages tenants and keys, reads and cancels/requeues any job. Admin
+  keys belong to no tenant, so they cannot create jobs.
+- `writer`: reads and writes its own tenant's jobs.
+- `reader`: reads its own tenant's jobs (auditors, support).
+
+No key, an unknown key and a revoked key all answer 401; a role that may not do this, 403.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from enum import StrEnum
+
+from starlette.requests import Request
+
+from api.problems import Problem
+from ledger.tenancy import ADMIN, READER, WRITER, ApiKey, key_actor
+
+BOOTSTRAP_ADMIN_ID = "bootstrap-admin"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="job-ledger"'}
+INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="job-ledger", error="invalid_token"'}
+
+
+class Permission(StrEnum):
+    READ_JOBS = "read jobs"
+    CREATE_JOBS = "create jobs"
+    CHANGE_JOBS = "cancel or requeue jobs"
+    MANAGE_TENANTS = "manage tenants and keys"
+
+
+GRANTS: dict[str, frozenset[Permission]] = {
+    ADMIN: frozenset(
+        {
+            Permission.READ_JOBS,
+            Permission.CHANGE_JOBS,
+            Permission.MANAGE_TENANTS,
+        }
+    ),
+    WRITER: frozenset({Permission.READ_JOBS, Permission.CREATE_JOBS, Permission.CHANGE_JOBS}),
+    READER: frozenset({Permission.READ_JOBS}),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    tenant_id: str | None  # None for admin keys
+    role: str
+
+    @property
+    def actor(self) -> str:
+        return key_actor(self.key_id)
+
+    @property
+    def scope(self) -> str | None:
+        """The tenant whose objects this key sees; None is every tenant."""
+        return None if self.role == ADMIN else self.tenant_id
+
+    def require(self, permission: Permission) -> None:
+        if permission not in GRANTS.get(self.role, frozenset()):
+            extra = ""
+            if permission is Permission.CREATE_JOBS and self.role == ADMIN:
+                extra = " Admin keys belong to no tenant: create jobs with a tenant's writer key."
+            raise Problem(
+                "forbidden",
+                f"A {self.role} key may not {permission}.{extra}",
+                extra={"role": self.role},
+            )
+
+
+class Authenticator:
+    def __init__(self, admin_key: str | None) -> None:
+        self._admin_digest = _digest(admin_key) if admin_key else None
+
+    def bearer_token(self, request: Request) -> str:
+        header = request.headers.get("authorization")
+        if not header:
+            raise Problem(
+                "unauthenticated",
+                "Send an API key as `Authorization: Bearer <key>`.",
+                headers=CHALLENGE,
+            )
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Problem(
+                "unauthenticated",
+                "The Authorization header must be `Bearer <key>`.",
+                headers=CHALLENGE,
+            )
+        return token
+
+    def admin(self, token: str) -> Principal | None:
+        """The bootstrap admin, when `token` is LEDGER_ADMIN_KEY (constant-time comparison)."""
+        if self._admin_digest is None:
+            return None
+        if hmac.compare_digest(_digest(token), self._admin_digest):
+            return Principal(BOOTSTRAP_ADMIN_ID, None, ADMIN)
+        return None
+
+    @staticmethod
+    def principal(key: ApiKey | None) -> Principal:
+        if key is None:
+            raise Problem(
+                "unauthenticated",
+                "This API key is not valid (unknown, mistyped or revoked).",
+                headers=INVALID_TOKEN,
+            )
+        return Principal(str(key.id), key.tenant_id, key.role)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()

@@ -1,0 +1,28 @@
+"""`ApiConfig`: what the HTTP app needs to know, given by the composition root.
+
+The app never reads the environment; `jobledger` builds this from `Settings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    # LEDGER_ADMIN_KEY: the bootstrap admin key (only its sha256 is kept by the app).
+    admin_key: str | None = field(default=None, repr=False)
+    # LEDGER_MAX_BODY_BYTES: larger request bodies are refused with 413 before parsing.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Ledger calls that may run at once (worker threads): the DB pool's size plus overflow.
+    threads: int = 15
+    # Seconds a client is told to wait (Retry-After) when the store is unavailable.
+    retry_after_seconds: int = 5
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
+        if self.threads < 1:
+            raise ValueError("threads must be at least 1")

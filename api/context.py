@@ -1,0 +1,61 @@
+"""`ApiState`: the shared resources handlers use, made by the app's lifespan.
+
+The ledger is synchronous; every call to it goes through `ApiState.call`, which runs it in a
+worker thread under a `CapacityLimiter` sized to the DB pool, so a slow store call never blocks
+the event loop, and requests beyond the pool wait for a thread instead of for a connection.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+from starlette.requests import Request
+
+from api.auth import Authenticator, Permission, Principal
+from api.config import ApiConfig
+from api.reads import JobReads, store_errors
+from ledger.application import JobLedger
+
+T = TypeVar("T")
+
+
+@dataclass
+class ApiState:
+    ledger: JobLedger
+    reads: JobReads
+    config: ApiConfig
+    limiter: CapacityLimiter
+    authenticator: Authenticator
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(
+            functools.partial(fn, *args, **kwargs), limiter=self.limiter
+        )
+
+    async def authorize(self, request: Request, permission: Permission) -> Principal:
+        token = self.authenticator.bearer_token(request)
+        principal = self.authenticator.admin(token)
+        if principal is None:
+            key = await self.call(self.ledger.authenticate, token)
+            principal = self.authenticator.principal(key)
+        principal.require(permission)
+        return principal
+
+    async def log_position(self) -> int:
+        """The end of the log now: at or after any write this request found already done."""
+        position = await self.call(self._max_position)
+        return int(position or 0)
+
+    def _max_position(self) -> int | None:
+        with store_errors():
+            return self.ledger.recorder.max_notification_id()
+
+
+def api_state(request: Request) -> ApiState:
+    state: ApiState = request.state.api
+    return state

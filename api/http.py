@@ -1,0 +1,37 @@
+"""Small pieces every route uses: path ids, JSON responses, the `Ledger-Position` header."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.problems import Problem
+from api.schemas import Param
+
+POSITION_HEADER = "Ledger-Position"
+
+
+def path_uuid(request: Request, param: Param, *, not_found: str) -> UUID:
+    """A path id; one that is not a UUID names nothing, so it is a 404 like an unknown id."""
+    raw = request.path_params[param.name]
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise Problem("not-found", f"No {not_found} with id {raw[:64]!r}.") from None
+
+
+def json_response(
+    data: Any,
+    *,
+    status: int = 200,
+    position: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    all_headers = dict(headers or {})
+    if position is not None:
+        all_headers[POSITION_HEADER] = str(position)
+    return JSONResponse(data, status_code=status, headers=all_headers)

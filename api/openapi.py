@@ -1,0 +1,387 @@
+"""`GET /openapi.json`: the OpenAPI 3.1 document, built from the same schemas the server checks.
+
+`OPERATIONS` lists every route with its parameters, request body and responses; request bodies
+and parameters are the very objects `api.schemas` validates with, and a test checks that the
+document's operations are exactly the app's routes. The error responses an operation can give
+follow from what it takes: every /v1 operation can answer 400, 401, 403, 500 and 503; one with a
+path id also 404; one with a body also 413, 415 and 422.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from api import schemas
+from api.http import POSITION_HEADER
+from api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES
+from api.schemas import JSONSchema, Param
+
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    roles: str
+    ok_status: int
+    ok_schema: JSONSchema | None
+    ok_description: str
+    params: list[Param] = field(default_factory=list)
+    body: JSONSchema | None = None
+    body_required: bool = True
+    conflicts: bool = False  # may answer 409
+    writes: bool = False  # answers Ledger-Position
+    location: bool = False  # 201 with Location
+    extra_ok: dict[str, Any] = field(default_factory=dict)  # more media types of the answer
+    secured: bool = True
+    tag: str = "jobs"
+    description: str = ""
+
+
+OPERATIONS: list[Operation] = [
+    Operation(
+        "post",
+        "/v1/jobs",
+        "createJob",
+        "Create a publish job (idempotent on Idempotency-Key)",
+        "writer",
+        201,
+        schemas.JOB,
+        "The job was created. A replay of the same key and body answers 200 with the same job "
+        "and `Idempotent-Replayed: true`.",
+        params=[schemas.IDEMPOTENCY_KEY],
+        body=schemas.NEW_JOB,
+        conflicts=True,
+        writes=True,
+        location=True,
+    ),
+    Operation(
+        "get",
+        "/v1/jobs",
+        "listJobs",
+        "List jobs, oldest first, with cursor pagination",
+        "reader, writer, admin (every tenant)",
+        200,
+        schemas.JOB_LIST,
+        "A page of jobs.",
+        params=schemas.LIST_JOBS_PARAMS,
+    ),
+    Operation(
+        "get",
+        "/v1/jobs/{job_id}",
+        "getJob",
+        "A job's current status, or its status at `as_of`",
+        "reader, writer, admin",
+        200,
+        schemas.JOB,
+        "The job.",
+        params=[schemas.JOB_ID, schemas.AS_OF],
+    ),
+    Operation(
+        "post",
+        "/v1/jobs/{job_id}/cancel",
+        "cancelJob",
+        "Cancel a queued, scheduled or retrying job",
+        "writer, admin",
+        200,
+        schemas.JOB,
+        "The job, now canceled.",
+        params=[schemas.JOB_ID],
+        body=schemas.JOB_ACTION,
+        body_required=False,
+        conflicts=True,
+        writes=True,
+    ),
+    Operation(
+        "post",
+        "/v1/jobs/{job_id}/requeue",
+        "requeueJob",
+        "Requeue a failed-terminal or canceled job (a human retry)",
+        "writer, admin",
+        200,
+        schemas.JOB,
+        "The job, queued again; attempt numbering continues.",
+        params=[schemas.JOB_ID],
+        body=schemas.JOB_ACTION,
+        body_required=False,
+        conflicts=True,
+        writes=True,
+    ),
+    Operation(
+        "get",
+        "/v1/jobs/{job_id}/events",
+        "listJobEvents",
+        "The job's full, hash-chained timeline, oldest first",
+        "reader, writer, admin",
+        200,
+        schemas.EVENT_LIST,
+        "Every event of the job.",
+        params=[schemas.JOB_ID],
+    ),
+    Operation(
+        "get",
+        "/v1/jobs/{job_id}/receipt",
+        "getJobReceipt",
+        "A self-contained receipt of the job, to forward to a client",
+        "reader, writer, admin",
+        200,
+        schemas.RECEIPT,
+        "The receipt (JSON; Markdown with `format=md`).",
+        params=[schemas.JOB_ID, schemas.RECEIPT_FORMAT],
+        extra_ok={"text/markdown": {"schema": {"type": "string"}}},
+    ),
+    Operation(
+        "post",
+        "/v1/tenants",
+        "createTenant",
+        "Create a tenant and its first writer key (shown once)",
+        "admin",
+        201,
+        schemas.CREATED_TENANT,
+        "The tenant and its first key, with the key's token.",
+        body=schemas.NEW_TENANT,
+        writes=True,
+        location=True,
+        tag="tenants",
+    ),
+    Operation(
+        "get",
+        "/v1/tenants/{tenant_id}",
+        "getTenant",
+        "A tenant",
+        "admin",
+        200,
+        schemas.TENANT,
+        "The tenant.",
+        params=[schemas.TENANT_ID],
+        tag="tenants",
+    ),
+    Operation(
+        "post",
+        "/v1/tenants/{tenant_id}/keys",
+        "issueKey",
+        "Issue a key with a role (writer or reader); the token is shown once",
+        "admin",
+        201,
+        schemas.ISSUED_KEY,
+        "The key, with its token.",
+        params=[schemas.TENANT_ID],
+        body=schemas.NEW_KEY,
+        conflicts=True,
+        writes=True,
+        location=True,
+        tag="tenants",
+    ),
+    Operation(
+        "get",
+        "/v1/tenants/{tenant_id}/keys",
+        "listKeys",
+        "A tenant's keys, oldest first, revoked ones included (never the secret)",
+        "admin",
+        200,
+        schemas.KEY_LIST,
+        "A page of keys.",
+        params=[schemas.TENANT_ID, schemas.LIMIT, schemas.CURSOR],
+        tag="tenants",
+    ),
+    Operation(
+        "get",
+        "/v1/tenants/{tenant_id}/keys/{key_id}",
+        "getKey",
+        "One of a tenant's keys (never the secret)",
+        "admin",
+        200,
+        schemas.KEY,
+        "The key.",
+        params=[schemas.TENANT_ID, schemas.KEY_ID],
+        tag="tenants",
+    ),
+    Operation(
+        "delete",
+        "/v1/tenants/{tenant_id}/keys/{key_id}",
+        "revokeKey",
+        "Revoke a key (at once; revoking a revoked key changes nothing)",
+        "admin",
+        200,
+        schemas.KEY,
+        "The key, revoked.",
+        params=[schemas.TENANT_ID, schemas.KEY_ID],
+        conflicts=True,
+        writes=True,
+        tag="tenants",
+    ),
+    Operation(
+        "get",
+        "/healthz",
+        "healthz",
+        "Liveness: the process answers",
+        "anyone",
+        200,
+        schemas.HEALTH,
+        "Alive.",
+        secured=False,
+        tag="service",
+    ),
+    Operation(
+        "get",
+        "/readyz",
+        "readyz",
+        "Readiness: the store is reachable",
+        "anyone",
+        200,
+        schemas.HEALTH,
+        "Ready.",
+        secured=False,
+        tag="service",
+    ),
+    Operation(
+        "get",
+        "/openapi.json",
+        "openapi",
+        "This document",
+        "anyone",
+        200,
+        {"type": "object"},
+        "The OpenAPI 3.1 document.",
+        secured=False,
+        tag="service",
+    ),
+]
+
+
+def _problem(status: int, description: str, headers: dict[str, Any] | None = None) -> Any:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_REF}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _error_responses(op: Operation) -> dict[str, Any]:
+    if not op.secured:
+        if op.operation_id == "readyz":
+            return {
+                "503": _problem(503, "The store is not reachable.", _retry_after()),
+            }
+        return {}
+    responses: dict[str, Any] = {
+        "400": _problem(400, "A malformed body, or a bad query parameter or header (named)."),
+        "401": _problem(
+            401,
+            "No API key, or an unknown or revoked one.",
+            {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
+        ),
+        "403": _problem(403, "This key's role may not do this."),
+        "500": _problem(500, "An unexpected error (logged; no details are returned)."),
+        "503": _problem(503, "The store is unavailable; nothing was written.", _retry_after()),
+    }
+    if any(p.location == "path" for p in op.params):
+        responses["404"] = _problem(404, "No such object (or it belongs to another tenant).")
+    if op.conflicts:
+        responses["409"] = _problem(
+            409, "Refused in the current state (transition, idempotency or concurrent update)."
+        )
+    if op.body is not None:
+        responses["413"] = _problem(413, "The body is over the size limit.")
+        responses["415"] = _problem(415, "The body is not `application/json`.")
+        responses["422"] = _problem(422, "The body breaks a rule; `invalid_params` names fields.")
+    return dict(sorted(responses.items()))
+
+
+def _retry_after() -> dict[str, Any]:
+    return {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            "required": True,
+        }
+    }
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": op.ok_description}
+    if op.ok_schema is not None:
+        ok["content"] = {"application/json": {"schema": op.ok_schema}, **op.extra_ok}
+    headers: dict[str, Any] = {}
+    if op.writes:
+        headers[POSITION_HEADER] = {
+            "description": "A notification-log position at or after this request's effect "
+            "(for read-your-writes).",
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            "required": True,
+        }
+    if op.location:
+        headers["Location"] = {"schema": {"type": "string"}, "required": True}
+    if headers:
+        ok["headers"] = headers
+    responses: dict[str, Any] = {str(op.ok_status): ok}
+    if op.operation_id == "createJob":
+        replay = dict(ok)
+        replay["description"] = "A replay: this key already made this job (same body)."
+        replay["headers"] = {
+            **headers,
+            "Idempotent-Replayed": {"schema": {"const": "true"}, "required": True},
+        }
+        responses["200"] = replay
+    responses.update(_error_responses(op))
+    result: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "description": (op.description + "\n\n" if op.description else "") + f"Roles: {op.roles}.",
+        "tags": [op.tag],
+        "parameters": [p.openapi() for p in op.params],
+        "responses": dict(sorted(responses.items())),
+    }
+    if not op.secured:
+        result["security"] = []
+    if op.body is not None:
+        result["requestBody"] = {
+            "required": op.body_required,
+            "content": {"application/json": {"schema": op.body}},
+        }
+    return result
+
+
+def build_document(*, max_body_bytes: int) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    problem_types = "\n".join(
+        f"- `{slug}` ({status}): {title}" for slug, (status, title) in PROBLEM_TYPES.items()
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "job-ledger",
+            "version": "1",
+            "description": "The source of truth for asynchronous Pinterest publish jobs.\n\n"
+            "Authenticate with `Authorization: Bearer <api key>`. Errors are "
+            "`application/problem+json` (RFC 9457); `type` is "
+            "`https://job-ledger.dev/problems/<slug>`, one of:\n"
+            f"{problem_types}\n\nRequest bodies are limited to {max_body_bytes} bytes.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key: `jlk_...` or the LEDGER_ADMIN_KEY.",
+                }
+            },
+            "schemas": {"Problem": schemas.PROBLEM},
+        },
+        "tags": [
+            {"name": "jobs", "description": "Publish jobs."},
+            {"name": "tenants", "description": "Tenants and their API keys (admin)."},
+            {"name": "service", "description": "Health and this document."},
+        ],
+    }

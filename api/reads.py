@@ -1,0 +1,172 @@
+"""The job read path of the API, behind one small interface (`JobReads`).
+
+`AggregateJobReads` answers from the event-sourced aggregates themselves: `get` replays one job,
+`list` walks the notification log filtered to the `JobCreated` topic. It is correct but costs a
+replay per listed job and a log scan per page. The job-status projection (a later issue) replaces
+it with indexed rows; routes depend only on `JobReads`, so nothing else changes then.
+
+All methods are synchronous (the ledger is) and are called from worker threads. A `tenant_id` of
+None means "every tenant" (admin keys). Another tenant's job is `JobNotFound`, never a 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from eventsourcing.persistence import InterfaceError, OperationalError
+
+from ledger.application import CHECKPOINT_LOG_ID, JobLedger
+from ledger.errors import JobNotFound, StoreUnavailable
+from ledger.job import Job
+from ledger.receipt import build_receipt
+from ledger.timeline import timeline_entry
+
+SCAN_BATCH = 500
+Rows = list[dict[str, Any]]  # (an alias: `list` is also a method name below)
+_CURSOR = re.compile(r"^log:([1-9][0-9]{0,18})$")
+
+
+class InvalidCursor(ValueError):
+    """The cursor is not one this API returned."""
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    state: str | None = None
+    account_id: str | None = None
+    board_id: str | None = None
+    created_after: datetime | None = None  # exclusive
+    created_before: datetime | None = None  # exclusive
+
+    def admits_creation(self, event: Any) -> bool:
+        """The filters decidable from the job's `JobCreated` event alone."""
+        return (
+            (self.account_id is None or event.account_id == self.account_id)
+            and (self.board_id is None or event.board_id == self.board_id)
+            and (self.created_after is None or event.timestamp > self.created_after)
+            and (self.created_before is None or event.timestamp < self.created_before)
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class JobReads(Protocol):
+    def get(
+        self, tenant_id: str | None, job_id: UUID, as_of: datetime | None = None
+    ) -> dict[str, Any]:
+        """The job's status (as `Job.status()` shows it), now or as it was at `as_of`."""
+        ...
+
+    def list(
+        self, tenant_id: str | None, filters: JobFilters, limit: int, cursor: str | None
+    ) -> Page:
+        """Jobs matching `filters`, oldest first; `next_cursor` is None on the last page."""
+        ...
+
+    def events(self, tenant_id: str | None, job_id: UUID) -> Rows:
+        """The job's timeline entries, oldest first."""
+        ...
+
+    def receipt(self, tenant_id: str | None, job_id: UUID) -> dict[str, Any]:
+        """The job's receipt (`ledger.receipt.build_receipt`)."""
+        ...
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"log:{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor("is not a cursor this API returned (pass next_cursor as is)") from None
+    match = _CURSOR.match(raw)
+    if match is None or encode_cursor(int(match.group(1))) != cursor:
+        raise InvalidCursor("is not a cursor this API returned (pass next_cursor as is)")
+    return int(match.group(1))
+
+
+class AggregateJobReads:
+    """`JobReads` from the aggregates (replaced by the job-status projection in a later issue)."""
+
+    def __init__(self, ledger: JobLedger, *, scan_batch: int = SCAN_BATCH) -> None:
+        self.ledger = ledger
+        self.scan_batch = scan_batch
+
+    def get(
+        self, tenant_id: str | None, job_id: UUID, as_of: datetime | None = None
+    ) -> dict[str, Any]:
+        job = self._job(tenant_id, job_id)
+        if as_of is None:
+            return job.status()
+        past = self.ledger.get_job(job_id, as_of=as_of)  # JobNotFound before its creation
+        if not isinstance(past, Job):  # pragma: no cover - _job() checked the kind
+            raise JobNotFound(job_id)
+        return past.status()
+
+    def list(
+        self, tenant_id: str | None, filters: JobFilters, limit: int, cursor: str | None
+    ) -> Page:
+        start = decode_cursor(cursor) if cursor is not None else 0
+        items: Rows = []
+        last_position = start
+        while True:
+            with store_errors():
+                batch = self.ledger.recorder.select_notifications(
+                    start, self.scan_batch, topics=[Job.JobCreated.TOPIC], inclusive_of_start=False
+                )
+            for notification in batch:
+                created: Any = self.ledger.mapper.to_domain_event(notification)
+                if tenant_id is not None and created.tenant_id != tenant_id:
+                    continue
+                if not filters.admits_creation(created):
+                    continue
+                job = self.ledger.get_job(created.originator_id)
+                if filters.state is not None and str(job.state) != filters.state:
+                    continue
+                if len(items) == limit:  # one more match exists: there is a next page
+                    return Page(items, encode_cursor(last_position))
+                items.append(job.status())
+                last_position = notification.id
+            if len(batch) < self.scan_batch:
+                return Page(items, None)
+            start = batch[-1].id
+
+    def events(self, tenant_id: str | None, job_id: UUID) -> Rows:
+        self._job(tenant_id, job_id)
+        return [timeline_entry(e) for e in self.ledger.job_events(job_id)]
+
+    def receipt(self, tenant_id: str | None, job_id: UUID) -> dict[str, Any]:
+        job = self._job(tenant_id, job_id)
+        events = [e for e in self.ledger.job_events(job_id) if e.originator_version <= job.version]
+        return build_receipt(job, events)
+
+    def _job(self, tenant_id: str | None, job_id: UUID) -> Job:
+        if job_id == CHECKPOINT_LOG_ID:  # the audit checkpoints' log is not a job
+            raise JobNotFound(job_id)
+        job = self.ledger.get_job(job_id)  # JobNotFound also for a tenant's or a key's id
+        if tenant_id is not None and job.tenant_id != tenant_id:
+            raise JobNotFound(job_id)
+        return job
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Direct reads of the recorder (outside `JobLedger`'s methods) fail as the ledger's do."""
+    try:
+        yield
+    except (InterfaceError, OperationalError) as error:
+        raise StoreUnavailable() from error

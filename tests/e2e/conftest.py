@@ -1,0 +1,147 @@
+"""A real uvicorn server on 127.0.0.1 serving the API over the real service, on both stores.
+
+- `api_server(**overrides)` (factory fixture): starts `create_app(...)` under `uvicorn.Server`
+  in a background thread on a free port, over the `service` fixture's ledger (so on SQLite and
+  on PostgreSQL through `database_url`); stopped when the test ends. Overrides: `reads`,
+  `config` fields.
+- `api`: the default server; `admin`, `tenant`: an httpx client with the bootstrap admin key,
+  and a tenant made through the API with a writer and a reader client.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from api.app import create_app
+from api.config import ApiConfig
+from jobledger.bootstrap import Service, api_config
+from ledger.application import JobLedger
+
+ADMIN_KEY = "test-admin-key-0123456789"
+
+
+@dataclass
+class Server:
+    base_url: str
+    ledger: JobLedger
+    uvicorn: uvicorn.Server
+    thread: threading.Thread
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = httpx.Client(base_url=self.base_url, headers=headers, timeout=30, **kwargs)
+        self.clients.append(client)
+        return client
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.uvicorn.should_exit = True
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+def start_server(app: Any, ledger: JobLedger) -> Server:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    return Server(f"http://127.0.0.1:{port}", ledger, server, thread)
+
+
+@pytest.fixture
+def api_server(service: Service) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def make(reads: Any = None, **config_overrides: Any) -> Server:
+        config: ApiConfig = replace(
+            api_config(replace(service.settings, admin_key=ADMIN_KEY)), **config_overrides
+        )
+        server = start_server(create_app(service.ledger, config, reads), service.ledger)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def api(api_server: Callable[..., Server]) -> Server:
+    return api_server()
+
+
+@pytest.fixture
+def admin(api: Server) -> httpx.Client:
+    return api.client(ADMIN_KEY)
+
+
+@dataclass
+class Tenant:
+    id: str
+    writer: httpx.Client
+    reader: httpx.Client
+    writer_key_id: str
+    reader_key_id: str
+
+
+def make_tenant(api: Server, admin: httpx.Client, name: str = "Acme") -> Tenant:
+    created = admin.post("/v1/tenants", json={"name": name})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    reader = admin.post(f"/v1/tenants/{body['id']}/keys", json={"role": "reader"})
+    assert reader.status_code == 201, reader.text
+    return Tenant(
+        id=body["id"],
+        writer=api.client(body["key"]["token"]),
+        reader=api.client(reader.json()["token"]),
+        writer_key_id=body["key"]["id"],
+        reader_key_id=reader.json()["id"],
+    )
+
+
+@pytest.fixture
+def tenant(api: Server, admin: httpx.Client) -> Tenant:
+    return make_tenant(api, admin)
+
+
+def job_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "account_id": "acct-1",
+        "board_id": "board-1",
+        "pin": {
+            "title": "A cat",
+            "description": "A very good cat.",
+            "link": "https://example.com/cat",
+            "alt_text": "a cat on a mat",
+            "media_source": {
+                "source_type": "image_url",
+                "url": "https://images.example.com/cat.png",
+            },
+        },
+    }
+    body.update(overrides)
+    return body
+
+
+def log_end(ledger: JobLedger) -> int:
+    return int(ledger.recorder.max_notification_id() or 0)

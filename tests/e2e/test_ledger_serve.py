@@ -1,0 +1,125 @@
+"""`ledger serve` as a real process, with keys made by the `ledger` CLI in other processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import job_body
+
+ADMIN_KEY = "serve-admin-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ledger_cli(env: dict[str, str], *args: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-m", "jobledger.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    data: dict[str, object] = json.loads(done.stdout)
+    return data
+
+
+@pytest.fixture
+def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "LEDGER_DATABASE_URL": database_url,
+        "LEDGER_ADMIN_KEY": ADMIN_KEY,
+        "LEDGER_MAX_BODY_BYTES": "4096",
+        "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
+    }
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobledger.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "ledger serve did not become ready"
+            time.sleep(0.1)
+        yield base, env
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()
+
+
+def test_ledger_serve_with_cli_made_keys(served: tuple[str, dict[str, str]]) -> None:
+    base, env = served
+    tenant = ledger_cli(env, "tenants", "create", "Acme", "--json")
+    key = tenant["key"]
+    assert isinstance(key, dict)
+    reader = ledger_cli(
+        env, "keys", "create", "--tenant", str(tenant["id"]), "--role", "reader", "--json"
+    )
+    admin = ledger_cli(env, "keys", "create", "--admin", "--label", "ops", "--json")
+    assert admin["role"] == "admin"
+    assert admin["tenant_id"] is None
+
+    with httpx.Client(base_url=base, timeout=30) as client:
+        writer = {"Authorization": f"Bearer {key['token']}"}
+        created = client.post(
+            "/v1/jobs", json=job_body(), headers={**writer, "Idempotency-Key": "serve-1"}
+        )
+        assert created.status_code == 201
+        job_id = created.json()["id"]
+        as_reader = client.get(
+            f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {reader['token']}"}
+        )
+        assert as_reader.status_code == 200
+        refused = client.post(
+            f"/v1/jobs/{job_id}/cancel", headers={"Authorization": f"Bearer {reader['token']}"}
+        )
+        assert refused.status_code == 403
+        for token in (admin["token"], ADMIN_KEY):  # a CLI admin key and the bootstrap one
+            listed = client.get(
+                f"/v1/tenants/{tenant['id']}/keys", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert listed.status_code == 200
+            assert len(listed.json()["keys"]) == 2
+        too_big = client.post(
+            "/v1/jobs",
+            content=b" " * 5000,
+            headers={**writer, "Idempotency-Key": "big", "Content-Type": "application/json"},
+        )
+        assert too_big.status_code == 413  # LEDGER_MAX_BODY_BYTES reached the app
+        document = client.get("/openapi.json").json()
+        assert "4096 bytes" in document["info"]["description"]
