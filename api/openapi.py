@@ -79,7 +79,7 @@ OPERATIONS: list[Operation] = [
         200,
         schemas.JOB,
         "The job.",
-        params=[schemas.JOB_ID, schemas.AS_OF],
+        params=[schemas.JOB_ID, schemas.AS_OF, schemas.MIN_POSITION],
     ),
     Operation(
         "post",

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from ledger.application import CHECKPOINT_LOG_ID, JobLedger
@@ -28,6 +29,10 @@ from ledger.errors import JobNotFound, StoreUnavailable
 from ledger.job import Job
 from ledger.receipt import build_receipt
 from ledger.timeline import timeline_entry
+from projections.job_status import JobFilters as ViewFilters
+from projections.job_status import get_doc, list_docs
+from projections.runner import PositionWaiter
+from storage.sql import SqlStore
 
 SCAN_BATCH = 500
 Rows = list[dict[str, Any]]  # (an alias: `list` is also a method name below)
@@ -64,13 +69,23 @@ class Page:
 
 class JobReads(Protocol):
     def get(
-        self, tenant_id: str | None, job_id: UUID, as_of: datetime | None = None
+        self,
+        tenant_id: str | None,
+        job_id: UUID,
+        as_of: datetime | None = None,
+        min_position: int | None = None,
     ) -> dict[str, Any]:
-        """The job's status (as `Job.status()` shows it), now or as it was at `as_of`."""
+        """The job's status (as `Job.status()` shows it), now or as it was at `as_of`;
+        reflecting at least every write up to log position `min_position`."""
         ...
 
     def list(
-        self, tenant_id: str | None, filters: JobFilters, limit: int, cursor: str | None
+        self,
+        tenant_id: str | None,
+        filters: JobFilters,
+        limit: int,
+        cursor: str | None,
+        min_position: int | None = None,
     ) -> Page:
         """Jobs matching `filters`, oldest first; `next_cursor` is None on the last page."""
         ...
@@ -107,9 +122,13 @@ class AggregateJobReads:
         self.scan_batch = scan_batch
 
     def get(
-        self, tenant_id: str | None, job_id: UUID, as_of: datetime | None = None
+        self,
+        tenant_id: str | None,
+        job_id: UUID,
+        as_of: datetime | None = None,
+        min_position: int | None = None,
     ) -> dict[str, Any]:
-        job = self._job(tenant_id, job_id)
+        job = self._job(tenant_id, job_id)  # always current: min_position holds by itself
         if as_of is None:
             return job.status()
         past = self.ledger.get_job(job_id, as_of=as_of)  # JobNotFound before its creation
@@ -118,7 +137,12 @@ class AggregateJobReads:
         return past.status()
 
     def list(
-        self, tenant_id: str | None, filters: JobFilters, limit: int, cursor: str | None
+        self,
+        tenant_id: str | None,
+        filters: JobFilters,
+        limit: int,
+        cursor: str | None,
+        min_position: int | None = None,
     ) -> Page:
         start = decode_cursor(cursor) if cursor is not None else 0
         items: Rows = []
@@ -161,6 +185,75 @@ class AggregateJobReads:
         if tenant_id is not None and job.tenant_id != tenant_id:
             raise JobNotFound(job_id)
         return job
+
+
+class ProjectionJobReads(AggregateJobReads):
+    """`JobReads` for status and lists from the `job_status` projection (indexed rows, the
+    status JSON returned as stored); `as_of`, timelines and receipts still come from the log.
+
+    Read-your-writes: a client passes the `Ledger-Position` of its write as `min_position`; the
+    read waits (at most `wait_seconds`) until the projection has applied it. A `get` whose row is
+    missing (not projected yet) or still behind after the wait answers from the aggregate, so
+    it is never stale and never a false 404.
+    """
+
+    def __init__(
+        self,
+        ledger: JobLedger,
+        store: SqlStore,
+        waiter: PositionWaiter,
+        *,
+        wait_seconds: float = 5.0,
+    ) -> None:
+        super().__init__(ledger)
+        self.store = store
+        self.waiter = waiter
+        self.wait_seconds = wait_seconds
+
+    def get(
+        self,
+        tenant_id: str | None,
+        job_id: UUID,
+        as_of: datetime | None = None,
+        min_position: int | None = None,
+    ) -> dict[str, Any]:
+        if as_of is not None or not self._caught_up(min_position):
+            return super().get(tenant_id, job_id, as_of)
+        with self.store.transaction() as tx:
+            doc = get_doc(tx, tenant_id, job_id)
+        if doc is None:
+            return super().get(tenant_id, job_id)
+        status: dict[str, Any] = orjson.loads(doc)
+        return status
+
+    def list(
+        self,
+        tenant_id: str | None,
+        filters: JobFilters,
+        limit: int,
+        cursor: str | None,
+        min_position: int | None = None,
+    ) -> Page:
+        after = decode_cursor(cursor) if cursor is not None else 0
+        self._caught_up(min_position)  # best effort: a list has no fresher source
+        view_filters = ViewFilters(
+            state=filters.state,
+            account_id=filters.account_id,
+            board_id=filters.board_id,
+            created_after=filters.created_after,
+            created_before=filters.created_before,
+        )
+        with self.store.transaction() as tx:
+            page = list_docs(tx, tenant_id, view_filters, limit=limit, after_position=after)
+        last = page.last_position
+        return Page(
+            [orjson.loads(d) for d in page.docs], encode_cursor(last) if last is not None else None
+        )
+
+    def _caught_up(self, min_position: int | None) -> bool:
+        if not min_position:
+            return True
+        return self.waiter.wait(min_position, self.wait_seconds)
 
 
 @contextmanager

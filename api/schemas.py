@@ -460,6 +460,13 @@ CURSOR = Param(
     {"type": "string", "minLength": 1, "maxLength": 200},
     "The `next_cursor` of the previous page, as returned.",
 )
+MIN_POSITION = Param(
+    "min_position",
+    "query",
+    {"type": "integer", "minimum": 0, "maximum": 999_999_999_999},
+    "Read-your-writes: the `Ledger-Position` header of your write. The read then reflects at "
+    "least that write (it waits briefly for the read model if needed).",
+)
 LIST_JOBS_PARAMS = [
     Param(
         "state",
@@ -473,6 +480,7 @@ LIST_JOBS_PARAMS = [
     Param("created_before", "query", _TIME, "Only jobs created before this time (RFC 3339)."),
     LIMIT,
     CURSOR,
+    MIN_POSITION,
 ]
 AS_OF = Param(
     "as_of", "query", _TIME, "Rebuild the job as it was at this time (RFC 3339) from its events."

@@ -15,6 +15,7 @@ from uuid import UUID
 import orjson
 
 from jobledger.bootstrap import Service, build
+from jobledger.projections_cli import add_commands as add_projection_commands
 from jobledger.settings import Settings, SettingsError
 from ledger.errors import (
     JobNotFound,
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port to bind (LEDGER_PORT)")
     serve.add_argument(
         "--role",
-        choices=["all", "api", "worker"],  # delivery and projector arrive with their issues
+        choices=["all", "api", "worker", "projector"],  # delivery arrives with its issue
         default="all",
         help="which part of the service this process runs",
     )
@@ -105,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     key_create.add_argument("--label", default=None, help="a note on what the key is for")
     key_create.add_argument("--json", action="store_true", help="print the key as JSON")
     key_create.set_defaults(run=_keys_create)
+    add_projection_commands(commands)
     return parser
 
 

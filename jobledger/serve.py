@@ -7,9 +7,12 @@ import signal
 import threading
 
 import uvicorn
+from starlette.applications import Starlette
 
 from api.app import create_app
+from api.reads import ProjectionJobReads
 from jobledger.bootstrap import Service, api_config, build
+from jobledger.read_models import ReadModels
 from jobledger.settings import Settings
 from jobledger.worker_role import WorkerRole
 from ledger.application import JobLedger
@@ -44,50 +47,58 @@ def serve(settings: Settings, *, host: str | None, port: int | None, role: str) 
             daemon=True,
         )
         checkpointer.start()
+    read_models = ReadModels(service)
+    read_models.start()
     log.info("ledger %s on %s", role, service.database.redacted_url())
-    if role == "worker":
-        try:
-            return _serve_worker(service)
-        finally:
-            stop.set()
-            if checkpointer is not None:
-                checkpointer.join(timeout=5)
-            service.close()
-    worker_stop = threading.Event()
-    worker_thread = _start_worker(service, worker_stop) if role == "all" else None
-    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
-    # handler that was installed before it; with these no-op handlers that re-raise returns
-    # here, so the clean-up below runs and the exit code is 0.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _after_uvicorn_shutdown)
     try:
-        uvicorn.run(
-            create_app(service.ledger, api_config(settings)),
-            host=host or settings.host,
-            port=settings.port if port is None else port,
-            log_level="info",
-        )
+        if role == "worker":
+            return _serve_worker(service, read_models)
+        if role == "projector":
+            return _serve_until_signal()
+        worker_stop = threading.Event()
+        worker_thread = _start_worker(service, read_models, worker_stop) if role == "all" else None
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
+        # handler that was installed before it; with these no-op handlers that re-raise returns
+        # here, so the clean-up below runs and the exit code is 0.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _after_uvicorn_shutdown)
+        try:
+            uvicorn.run(
+                build_app(service, read_models),
+                host=host or settings.host,
+                port=settings.port if port is None else port,
+                log_level="info",
+            )
+        finally:
+            worker_stop.set()
+            if worker_thread is not None:  # let in-flight attempts finish or be released
+                worker_thread.join(timeout=settings.worker_shutdown_grace_seconds + 10)
+        return 0
     finally:
         stop.set()
-        worker_stop.set()
-        if worker_thread is not None:  # let in-flight attempts finish or be released
-            worker_thread.join(timeout=settings.worker_shutdown_grace_seconds + 10)
         if checkpointer is not None:
             checkpointer.join(timeout=5)
+        read_models.close()
         service.close()
-    return 0
 
 
-def _start_worker(service: Service, stop: threading.Event) -> threading.Thread:
+def build_app(service: Service, read_models: ReadModels) -> Starlette:
+    """The HTTP app over this process's read models (status and lists come from projections)."""
+    reads = ProjectionJobReads(service.ledger, read_models.store, read_models.waiter)
+    return create_app(service.ledger, api_config(service.settings), reads)
+
+
+def _start_worker(
+    service: Service, read_models: ReadModels, stop: threading.Event
+) -> threading.Thread:
     """The worker beside the API (role `all`): stopped after uvicorn's graceful shutdown."""
-    role = WorkerRole(service)
+    role = WorkerRole(service, read_models)
     thread = threading.Thread(target=role.run, args=(stop,), name="worker", daemon=True)
     thread.start()
     return thread
 
 
-def _serve_worker(service: Service) -> int:
-    """Role `worker`: the claim loop in this thread until SIGTERM/SIGINT, then drain; exit 0."""
+def _stop_on_signal() -> threading.Event:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -96,5 +107,18 @@ def _serve_worker(service: Service) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
-    WorkerRole(service).run(stop)
+    return stop
+
+
+def _serve_worker(service: Service, read_models: ReadModels) -> int:
+    """Role `worker`: the claim loop in this thread until SIGTERM/SIGINT, then drain; exit 0."""
+    WorkerRole(service, read_models).run(_stop_on_signal())
+    return 0
+
+
+def _serve_until_signal() -> int:
+    """Role `projector`: only the read models (already following the log) until a signal."""
+    stop = _stop_on_signal()
+    while not stop.wait(1.0):
+        pass
     return 0

@@ -1,9 +1,10 @@
 """The worker role, wired: settings -> publishers, pacing, the job-status projection and the
 claim loop (`worker.runner.Worker`). Used by `ledger serve --role worker|all`.
 
-The worker finds due work in the `job_status` projection, so this role also runs the
-projection's runner (on PostgreSQL one runner per projection is elected with an advisory lock;
-the others stand by, and their workers wake by polling every LEDGER_WORKER_POLL_SECONDS).
+The worker finds due work in the `job_status` projection, so a process running this role also
+runs the read models (`jobledger.read_models`; on PostgreSQL one runner per projection is
+elected with an advisory lock; the others stand by, and their workers wake by polling every
+LEDGER_WORKER_POLL_SECONDS).
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import socket
 import threading
 
 from jobledger.bootstrap import Service
+from jobledger.read_models import ReadModels
 from jobledger.settings import Settings
-from projections.job_status import JobStatusProjection
-from projections.runner import ProjectionRunner
 from storage.sql import SqlStore
 from worker.config import WorkerConfig
 from worker.pacing import BucketSpec, Pacer
@@ -66,18 +66,20 @@ def make_pacer(settings: Settings, store: SqlStore) -> Pacer:
 
 
 class WorkerRole:
-    def __init__(self, service: Service, publishers: dict[str, Publisher] | None = None) -> None:
+    """The claim loop over the process's shared read models (`ReadModels`, started by the
+    caller): their job-status runner wakes the worker as soon as the view moves."""
+
+    def __init__(
+        self,
+        service: Service,
+        read_models: ReadModels,
+        publishers: dict[str, Publisher] | None = None,
+    ) -> None:
         settings = service.settings
         logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per upstream request
         self.ledger = service.ledger
         self.store = SqlStore(service.database, max_connections=6)
-        self.projection = ProjectionRunner(
-            self.ledger,
-            self.store,
-            JobStatusProjection(self.ledger),
-            poll_seconds=min(1.0, settings.worker_poll_seconds),
-        )
-        prepare_tables(self.store, self.projection)
+        prepare_tables(self.store)
         self.publishers = publishers if publishers is not None else make_publishers(settings)
         self.worker = Worker(
             self.ledger,
@@ -86,26 +88,17 @@ class WorkerRole:
             worker_config(settings),
             pacer=make_pacer(settings, self.store),
         )
-        self.ledger.saved_listeners.append(self.projection.notify)
-        self.projection.position_changed.append(self.worker.wake)
+        self.read_models = read_models
+        read_models.job_status.position_changed.append(self.worker.wake)
 
     def run(self, stop: threading.Event) -> None:
         """Run until `stop` is set; then drain in-flight attempts and close what this opened."""
-        projection_stop = threading.Event()
-        follower = threading.Thread(
-            target=self.projection.run_forever,
-            args=(projection_stop,),
-            name="projection-job_status",
-            daemon=True,
-        )
-        follower.start()
         try:
             self.worker.run(stop)  # returns after draining
         finally:
-            projection_stop.set()
-            follower.join(timeout=10)
-            if self.projection.notify in self.ledger.saved_listeners:
-                self.ledger.saved_listeners.remove(self.projection.notify)
+            callbacks = self.read_models.job_status.position_changed
+            if self.worker.wake in callbacks:
+                callbacks.remove(self.worker.wake)
             for publisher in self.publishers.values():
                 publisher.close()
             self.store.close()

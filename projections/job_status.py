@@ -9,8 +9,6 @@ and the whole status as JSON text (`doc`) that reads return without re-encoding.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,12 +50,11 @@ COLUMNS = (
     "attempts",
     "version",
     "position",
+    "created_position",
     "doc",
 )
-
-
-class BadCursor(ValueError):
-    """The cursor is not one this service issued."""
+# Set once, by the job's first event; later upserts leave it alone.
+KEEP_ON_UPDATE = frozenset({"job_id", "created_position"})
 
 
 class JobStatusProjection:
@@ -77,13 +74,14 @@ class JobStatusProjection:
             "account_id TEXT NOT NULL, board_id TEXT NOT NULL, created_at TEXT NOT NULL, "
             "updated_at TEXT NOT NULL, state_entered_at TEXT NOT NULL, next_run_at TEXT, "
             "lease_expires_at TEXT, attempts INTEGER NOT NULL, version INTEGER NOT NULL, "
-            "position BIGINT NOT NULL, doc TEXT NOT NULL)"
+            "position BIGINT NOT NULL, created_position BIGINT NOT NULL, doc TEXT NOT NULL)"
         )
         for name, cols in (
-            ("tenant_created", "tenant_id, created_at, job_id"),
-            ("tenant_state", "tenant_id, state, created_at, job_id"),
-            ("tenant_account", "tenant_id, account_id, created_at, job_id"),
-            ("tenant_board", "tenant_id, board_id, created_at, job_id"),
+            ("created", "created_position"),
+            ("tenant_created", "tenant_id, created_position"),
+            ("tenant_state", "tenant_id, state, created_position"),
+            ("tenant_account", "tenant_id, account_id, created_position"),
+            ("tenant_board", "tenant_id, board_id, created_position"),
             ("state_due", "state, next_run_at"),
             ("state_entered", "state, state_entered_at"),
         ):
@@ -97,14 +95,19 @@ class JobStatusProjection:
 
     def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
         changed: dict[UUID, tuple[Job, int]] = {}
+        created: dict[UUID, int] = {}
         for position, event in events:
             job = self._job_before(event)
             job = event.mutate(job)
             self._remember(job)
             changed[job.id] = (job, position)
-        rows = [self._row(job, position) for job, position in changed.values()]
+            if event.originator_version == 1:
+                created[job.id] = position
+        rows = [
+            self._row(job, position, created.get(job.id, 0)) for job, position in changed.values()
+        ]
         placeholders = ", ".join("?" for _ in COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "job_id")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in KEEP_ON_UPDATE)
         tx.executemany(
             f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
             f"ON CONFLICT (job_id) DO UPDATE SET {updates}",
@@ -129,7 +132,7 @@ class JobStatusProjection:
             self._cache.popitem(last=False)
 
     @staticmethod
-    def _row(job: Job, position: int) -> tuple[Any, ...]:
+    def _row(job: Job, position: int, created_position: int) -> tuple[Any, ...]:
         return (
             str(job.id),
             job.tenant_id,
@@ -144,6 +147,7 @@ class JobStatusProjection:
             job.attempts,
             job.version,
             position,
+            created_position,
             orjson.dumps(job.status()).decode(),
         )
 
@@ -163,7 +167,7 @@ class JobFilters:
 @dataclass(frozen=True)
 class Page:
     docs: list[str]
-    next_cursor: str | None
+    last_position: int | None  # the creation position of the last job, when more follow
 
 
 def get_doc(tx: Tx, tenant_id: str | None, job_id: UUID, table: str = "job_status") -> str | None:
@@ -178,33 +182,19 @@ def get_doc(tx: Tx, tenant_id: str | None, job_id: UUID, table: str = "job_statu
     return None if row is None else str(row[0])
 
 
-def encode_cursor(created_at: str, job_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at}|{job_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, job_id = raw.split("|")
-        UUID(job_id)
-        datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ")
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadCursor(cursor) from None
-    return created_at, job_id
-
-
 def list_docs(
     tx: Tx,
     tenant_id: str | None,
     filters: JobFilters,
     *,
     limit: int,
-    cursor: str | None = None,
+    after_position: int = 0,
     table: str = "job_status",
 ) -> Page:
-    """Newest first, by (created_at, job_id); the cursor is the last row's sort key."""
-    where: list[str] = []
-    params: list[Any] = []
+    """Oldest first, in the order the jobs were created (their first event's log position);
+    `after_position` continues after the previous page's `last_position`."""
+    where = ["created_position > ?"]
+    params: list[Any] = [after_position]
     if tenant_id is not None:
         where.append("tenant_id = ?")
         params.append(tenant_id)
@@ -219,17 +209,12 @@ def list_docs(
     if filters.created_before is not None:
         where.append("created_at < ?")
         params.append(utc_text(filters.created_before))
-    if cursor is not None:
-        created_at, job_id = decode_cursor(cursor)
-        where.append("(created_at, job_id) < (?, ?)")
-        params += [created_at, job_id]
-    sql = f"SELECT doc, created_at, job_id FROM {table}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY created_at DESC, job_id DESC LIMIT ?"
+    sql = (
+        f"SELECT doc, created_position FROM {table} WHERE {' AND '.join(where)} "
+        "ORDER BY created_position LIMIT ?"
+    )
     params.append(limit + 1)
     rows = tx.execute(sql, params).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1][1], rows[-1][2]) if more and rows else None
-    return Page([str(r[0]) for r in rows], next_cursor)
+    return Page([str(r[0]) for r in rows], int(rows[-1][1]) if more and rows else None)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -137,18 +139,28 @@ def parse_database_url(url: str, *, pool_size: int = 5, max_overflow: int = 10) 
     raise DatabaseURLError(f"{url!r}: use sqlite:///path.db or postgresql://user@host/dbname")
 
 
+@contextmanager
+def migration_lock(database: Database) -> Iterator[None]:
+    """Serialise schema changes across processes (PostgreSQL: an advisory lock)."""
+    if not database.is_postgres:
+        yield
+        return
+    with database.connect() as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+
+
 def migrate(database: Database) -> None:
     """Create every table the service needs, once; safe to run from many processes at once."""
     from ledger.application import JobLedger
 
     if database.is_postgres:
-        with database.connect() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-            try:
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"')
-                JobLedger(database.eventsourcing_env(create_table=True)).close()
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+        with migration_lock(database), database.connect() as conn:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"')
+            JobLedger(database.eventsourcing_env(create_table=True)).close()
     else:
         directory = os.path.dirname(os.path.abspath(database.path))
         os.makedirs(directory, exist_ok=True)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ledger.errors import StoreUnavailable
 from storage.config import Database
 
 
@@ -86,10 +87,13 @@ class SqlStore:
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
-        raw = self._take()
+        """A pooled connection. A store that cannot be reached raises `StoreUnavailable`."""
+        with self._unreachable_is_unavailable():
+            raw = self._take()
         healthy = True
         try:
-            yield raw
+            with self._unreachable_is_unavailable():
+                yield raw
         except BaseException:
             healthy = _still_usable(raw, self.is_postgres)
             raise
@@ -100,6 +104,18 @@ class SqlStore:
                 with self._lock:
                     self._made -= 1
                 _close_quietly(raw)
+
+    @contextmanager
+    def _unreachable_is_unavailable(self) -> Iterator[None]:
+        if not self.is_postgres:
+            yield
+            return
+        import psycopg
+
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            raise StoreUnavailable() from error
 
     def _take(self) -> Any:
         try:

@@ -45,8 +45,12 @@ async def get_job(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_JOBS)
     job_id = path_uuid(request, schemas.JOB_ID, not_found="job")
-    query = schemas.parse_query(list(request.query_params.multi_items()), [schemas.AS_OF])
-    status = await api.call(api.reads.get, who.scope, job_id, query.get("as_of"))
+    query = schemas.parse_query(
+        list(request.query_params.multi_items()), [schemas.AS_OF, schemas.MIN_POSITION]
+    )
+    status = await api.call(
+        api.reads.get, who.scope, job_id, query.get("as_of"), query.get("min_position")
+    )
     return json_response(status)
 
 
@@ -62,7 +66,9 @@ async def list_jobs(request: Request) -> Response:
         created_before=query.get("created_before"),
     )
     limit = query.get("limit", schemas.LIST_LIMIT_DEFAULT)
-    page = await api.call(api.reads.list, who.scope, filters, limit, query.get("cursor"))
+    page = await api.call(
+        api.reads.list, who.scope, filters, limit, query.get("cursor"), query.get("min_position")
+    )
     return json_response({"jobs": page.items, "next_cursor": page.next_cursor})
 
 

@@ -23,7 +23,9 @@ import uvicorn
 
 from api.app import create_app
 from api.config import ApiConfig
+from api.reads import ProjectionJobReads
 from jobledger.bootstrap import Service, api_config
+from jobledger.read_models import ReadModels
 from ledger.application import JobLedger
 
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -70,12 +72,20 @@ def start_server(app: Any, ledger: JobLedger) -> Server:
 
 @pytest.fixture
 def api_server(service: Service) -> Iterator[Callable[..., Server]]:
+    """By default the app reads status and lists from the projections, as `ledger serve` does,
+    with the read models following the log in background threads."""
     started: list[Server] = []
+    read_models: list[ReadModels] = []
 
     def make(reads: Any = None, **config_overrides: Any) -> Server:
         config: ApiConfig = replace(
             api_config(replace(service.settings, admin_key=ADMIN_KEY)), **config_overrides
         )
+        if reads is None:
+            models = ReadModels(service)
+            models.start()
+            read_models.append(models)
+            reads = ProjectionJobReads(service.ledger, models.store, models.waiter)
         server = start_server(create_app(service.ledger, config, reads), service.ledger)
         started.append(server)
         return server
@@ -83,6 +93,8 @@ def api_server(service: Service) -> Iterator[Callable[..., Server]]:
     yield make
     for server in started:
         server.stop()
+    for models in read_models:
+        models.close()
 
 
 @pytest.fixture

@@ -53,12 +53,16 @@ class HeldReads(AggregateJobReads):
         self.release = threading.Event()
 
     def get(
-        self, tenant_id: str | None, job_id: UUID, as_of: datetime | None = None
+        self,
+        tenant_id: str | None,
+        job_id: UUID,
+        as_of: datetime | None = None,
+        min_position: int | None = None,
     ) -> dict[str, Any]:
         if job_id == self.held:
             self.entered.release()
             assert self.release.wait(timeout=60), "never released"
-        return super().get(tenant_id, job_id, as_of)
+        return super().get(tenant_id, job_id, as_of, min_position)
 
 
 def test_a_slow_request_does_not_stall_others(

@@ -1,0 +1,65 @@
+"""`ReadModels`: every registered projection's runner, followed in background threads, plus
+the read-your-writes waiter. One per serving process; the API reads and the worker's due scans
+use the same rows. On PostgreSQL several processes may run it: one runner per projection owns
+it (advisory lock), the others stand by.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from jobledger.bootstrap import Service
+from projections.registry import PROJECTIONS, live
+from projections.runner import PositionWaiter, ProjectionRunner
+from storage.config import migration_lock
+from storage.sql import SqlStore
+
+
+class ReadModels:
+    def __init__(self, service: Service, *, max_connections: int | None = None) -> None:
+        self.ledger = service.ledger
+        self.store = SqlStore(
+            service.database,
+            max_connections=max_connections or service.settings.db_pool_size,
+        )
+        self.runners = {
+            name: ProjectionRunner(self.ledger, self.store, live(self.ledger, name))
+            for name in sorted(PROJECTIONS)
+        }
+        self.waiter = PositionWaiter(self.store, "job_status")
+        self.job_status.position_changed.append(self.waiter.advanced)
+        with migration_lock(service.database):
+            for runner in self.runners.values():
+                runner.setup()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def job_status(self) -> ProjectionRunner:
+        return self.runners["job_status"]
+
+    def start(self) -> None:
+        for name, runner in self.runners.items():
+            self.ledger.saved_listeners.append(runner.notify)
+            thread = threading.Thread(
+                target=runner.run_forever,
+                args=(self._stop,),
+                name=f"projection-{name}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def catch_up(self) -> None:
+        for runner in self.runners.values():
+            runner.catch_up()
+
+    def close(self) -> None:
+        self._stop.set()
+        for runner in self.runners.values():
+            runner.notify()
+            if runner.notify in self.ledger.saved_listeners:
+                self.ledger.saved_listeners.remove(runner.notify)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.store.close()
