@@ -204,11 +204,13 @@ class ProjectionJobReads(AggregateJobReads):
         waiter: PositionWaiter,
         *,
         wait_seconds: float = 5.0,
+        strong: bool = False,
     ) -> None:
         super().__init__(ledger)
         self.store = store
         self.waiter = waiter
         self.wait_seconds = wait_seconds
+        self.strong = strong  # every read waits for the log's end as of its start
 
     def get(
         self,
@@ -251,6 +253,9 @@ class ProjectionJobReads(AggregateJobReads):
         )
 
     def _caught_up(self, min_position: int | None) -> bool:
+        if not min_position and self.strong:
+            with store_errors():
+                min_position = self.ledger.recorder.max_notification_id() or 0
         if not min_position:
             return True
         return self.waiter.wait(min_position, self.wait_seconds)

@@ -85,7 +85,9 @@ def api_server(service: Service) -> Iterator[Callable[..., Server]]:
             models = ReadModels(service)
             models.start()
             read_models.append(models)
-            reads = ProjectionJobReads(service.ledger, models.store, models.waiter)
+            # strong: these tests read right after writing without passing min_position;
+            # eventual reads and min_position are tested in test_api_read_your_writes.py
+            reads = ProjectionJobReads(service.ledger, models.store, models.waiter, strong=True)
         server = start_server(create_app(service.ledger, config, reads), service.ledger)
         started.append(server)
         return server

@@ -52,8 +52,9 @@ def test_get_and_as_of(api: Server, tenant: Tenant, clock: ManualClock) -> None:
     job = create(tenant.writer, "k").json()
     created_at = clock.now()
     clock.advance(60)
-    api.ledger.schedule(UUID(job["id"]))
-    now = tenant.reader.get(f"/v1/jobs/{job['id']}")
+    written = api.ledger.schedule(UUID(job["id"]))
+    # status comes from the read model: min_position makes this read see that write
+    now = tenant.reader.get(f"/v1/jobs/{job['id']}", params={"min_position": written.position})
     assert now.status_code == 200
     assert now.json()["state"] == "scheduled"
     assert now.json()["version"] == 2
@@ -80,9 +81,9 @@ def test_list_filters_and_pagination(
     for i in range(5):
         ids.append(create(tenant.writer, f"k{i}", account_id=f"acct-{i % 2}").json()["id"])
         clock.advance(10)
-    api.ledger.cancel(UUID(ids[4]), actor="key:test")
+    written = api.ledger.cancel(UUID(ids[4]), actor="key:test")
 
-    everything = tenant.reader.get("/v1/jobs")
+    everything = tenant.reader.get("/v1/jobs", params={"min_position": written.position})
     assert everything.status_code == 200
     assert [j["id"] for j in everything.json()["jobs"]] == ids  # oldest first
     assert everything.json()["next_cursor"] is None
