@@ -18,8 +18,9 @@ from starlette.requests import Request
 
 from api.auth import Authenticator, Permission, Principal
 from api.config import ApiConfig
-from api.reads import JobReads, store_errors
+from api.reads import JobReads
 from ledger.application import JobLedger
+from ledger.errors import store_errors
 
 T = TypeVar("T")
 

@@ -14,18 +14,15 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import InterfaceError, OperationalError
 
 from ledger.application import CHECKPOINT_LOG_ID, JobLedger
-from ledger.errors import JobNotFound, StoreUnavailable
+from ledger.errors import JobNotFound, store_errors
 from ledger.job import Job
 from ledger.receipt import build_receipt
 from ledger.timeline import timeline_entry
@@ -259,12 +256,3 @@ class ProjectionJobReads(AggregateJobReads):
         if not min_position:
             return True
         return self.waiter.wait(min_position, self.wait_seconds)
-
-
-@contextmanager
-def store_errors() -> Iterator[None]:
-    """Direct reads of the recorder (outside `JobLedger`'s methods) fail as the ledger's do."""
-    try:
-        yield
-    except (InterfaceError, OperationalError) as error:
-        raise StoreUnavailable() from error

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -30,8 +29,6 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import (
     IntegrityError,
-    InterfaceError,
-    OperationalError,
 )
 from eventsourcing.utils import register_topic
 
@@ -41,7 +38,7 @@ from ledger.errors import (
     ConcurrentUpdate,
     IdempotencyConflict,
     JobNotFound,
-    StoreUnavailable,
+    store_errors,
 )
 from ledger.job import AttemptFailure, Job, JobState, job_id_for
 from ledger.request import NewJob
@@ -99,7 +96,7 @@ class JobLedger(TenancyCommands, Application[UUID]):
         self.saved_listeners: list[Callable[[int], None]] = []
         self.retry_policy = retry_policy or RetryPolicy()
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        with _store_errors():
+        with store_errors():
             super().__init__(env)
 
     # -- creation --
@@ -131,7 +128,7 @@ class JobLedger(TenancyCommands, Application[UUID]):
                 now=self.clock.now(),
             )
             try:
-                with _store_errors():
+                with store_errors():
                     recordings = self.save(job)
             except IntegrityError:
                 existing = self._find(job_id)  # a concurrent create of the same key won
@@ -223,7 +220,7 @@ class JobLedger(TenancyCommands, Application[UUID]):
             job = self._find(job_id)
         else:
             job = None
-            with _store_errors():
+            with store_errors():
                 event: Any
                 for event in self.events.get(job_id):
                     if event.timestamp > as_of:
@@ -234,7 +231,7 @@ class JobLedger(TenancyCommands, Application[UUID]):
         return job
 
     def job_events(self, job_id: UUID) -> list[Job.Event]:
-        with _store_errors():
+        with store_errors():
             events = list(self.events.get(job_id))
         if not events:
             raise JobNotFound(job_id)
@@ -246,7 +243,7 @@ class JobLedger(TenancyCommands, Application[UUID]):
     # -- audit (SPEC section 9) --
 
     def checkpoints(self) -> list[Checkpoint]:
-        with _store_errors():
+        with store_errors():
             events: list[Any] = list(self.events.get(CHECKPOINT_LOG_ID))
         return [Checkpoint(e.position, e.count, e.digest, e.timestamp) for e in events]
 
@@ -256,7 +253,7 @@ class JobLedger(TenancyCommands, Application[UUID]):
         Returns None when there is nothing new, or another process wrote the same checkpoint
         first. Reads only what follows the last checkpoint.
         """
-        with _store_errors():
+        with store_errors():
             last_events: list[Any] = list(self.events.get(CHECKPOINT_LOG_ID, desc=True, limit=1))
         last = last_events[0] if last_events else None
         position = last.position if last else 0
@@ -278,7 +275,7 @@ class JobLedger(TenancyCommands, Application[UUID]):
             digest=digest,
         )
         try:
-            with _store_errors():
+            with store_errors():
                 self.save(checkpoint)
         except IntegrityError:
             return None
@@ -313,7 +310,7 @@ class JobLedger(TenancyCommands, Application[UUID]):
     def _read_log(self, *, after: int) -> Iterator[tuple[int, str, Any]]:
         start = after
         while True:
-            with _store_errors():
+            with store_errors():
                 batch = self.recorder.select_notifications(
                     start, LOG_BATCH, inclusive_of_start=False
                 )
@@ -333,7 +330,7 @@ class JobLedger(TenancyCommands, Application[UUID]):
 
     def _find(self, job_id: UUID) -> Job | None:
         try:
-            with _store_errors():
+            with store_errors():
                 job: Any = self.repository.get(job_id)
         except AggregateNotFoundError:
             return None
@@ -348,7 +345,7 @@ class JobLedger(TenancyCommands, Application[UUID]):
                 raise JobNotFound(job_id)
             command(job)  # raises a LedgerError (and writes nothing) when refused
             try:
-                with _store_errors():
+                with store_errors():
                     recordings = self.save(job)
             except IntegrityError:
                 continue  # someone else wrote this job first: decide again on fresh state
@@ -365,15 +362,3 @@ class _Undecodable:
     originator_id: str
     version: int
     error: str
-
-
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """Turns the store being unreachable into `StoreUnavailable` at the ledger's boundary.
-
-    IntegrityError (a concurrency or idempotency signal) passes through untouched.
-    """
-    try:
-        yield
-    except (InterfaceError, OperationalError) as error:
-        raise StoreUnavailable() from error

@@ -2,12 +2,17 @@
 
 Every error a caller of the ledger can meet derives from `LedgerError`. The docstring of each
 class is its default message; the API maps each class to one HTTP status in one place
-(`api/problems.py`). This module must never import anything outside the standard library.
+(`api/problems.py`). `store_errors()` turns an unreachable store into `StoreUnavailable`
+wherever the store is read or written. Imports only the standard library and eventsourcing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from eventsourcing.persistence import InterfaceError, OperationalError
 
 
 class LedgerError(Exception):
@@ -102,3 +107,15 @@ class InvalidTenancy(LedgerError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"{field}: {message}", field=field)
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Turns the store being unreachable into `StoreUnavailable` at the ledger's boundary.
+
+    IntegrityError (a concurrency or idempotency signal) passes through untouched.
+    """
+    try:
+        yield
+    except (InterfaceError, OperationalError) as error:
+        raise StoreUnavailable() from error

@@ -21,8 +21,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,15 +29,15 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import IntegrityError
 
 from ledger.aggregate import AuditedAggregate
 from ledger.errors import (
     ConcurrentUpdate,
     InvalidTenancy,
     KeyNotFound,
-    StoreUnavailable,
     TenantNotFound,
+    store_errors,
 )
 
 if TYPE_CHECKING:
@@ -322,7 +321,7 @@ class TenancyCommands(Application[UUID]):
         key = ApiKey.create(
             token=token, tenant_id=str(tenant.id), role=WRITER, label=label, actor=actor, now=now
         )
-        with _store_errors():
+        with store_errors():
             recordings = self.save(tenant, key)
         positions = tuple(r.notification.id for r in recordings)
         return CreatedTenant(tenant, IssuedKey(key, str(token), positions))
@@ -349,7 +348,7 @@ class TenancyCommands(Application[UUID]):
         key = ApiKey.create(
             token=token, tenant_id=None, role=ADMIN, label=label, actor=actor, now=self.clock.now()
         )
-        with _store_errors():
+        with store_errors():
             recordings = self.save(key)
         return IssuedKey(key, str(token), tuple(r.notification.id for r in recordings))
 
@@ -401,7 +400,7 @@ class TenancyCommands(Application[UUID]):
 
     def _load(self, aggregate_id: UUID, kind: type[T]) -> T | None:
         try:
-            with _store_errors():
+            with store_errors():
                 aggregate: Any = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
@@ -417,7 +416,7 @@ class TenancyCommands(Application[UUID]):
             if not write:
                 return key, ()
             try:
-                with _store_errors():
+                with store_errors():
                     recordings = self.save(tenant, key)
             except IntegrityError:
                 continue  # the tenant changed under us: decide again on fresh state
@@ -442,12 +441,3 @@ def _check_text(name: str, value: str | None, limit: int, *, required: bool) -> 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """The store being unreachable becomes `StoreUnavailable` (as in `ledger.application`)."""
-    try:
-        yield
-    except (InterfaceError, OperationalError) as error:
-        raise StoreUnavailable() from error
