@@ -1,9 +1,12 @@
 """`create_app(ledger, config, reads)`: the Starlette application. Nothing is built at import.
 
 The composition root (`jobledger.serve`) passes the ledger, an `ApiConfig` and optionally the
-job read path (default: `AggregateJobReads`). The lifespan makes the shared resources (the
-thread limiter sized to the DB pool, the authenticator) and hands them to handlers through
-`request.state.api`; it does not own the ledger, whose maker closes it.
+job read path (default: `AggregateJobReads`). A `ProjectionJobReads` also brings the read
+models' store, which the stuck report, /metrics and the readiness lag check read; without it
+those have nothing to read (see `api.routes.ops`). The lifespan makes the shared resources (the
+thread limiter sized to the DB pool, the authenticator, the metrics registry) and hands them to
+handlers through `request.state.api`; it does not own the ledger or the store, whose makers
+close them.
 """
 
 from __future__ import annotations
@@ -26,30 +29,57 @@ from api.context import ApiState, api_state
 from api.limits import BodyLimit
 from api.openapi import build_document
 from api.problems import Problem
-from api.reads import AggregateJobReads, JobReads
-from api.routes import jobs, tenants
+from api.reads import AggregateJobReads, JobReads, ProjectionJobReads
+from api.routes import deliveries, endpoints, jobs, ops, tenants
 from api.schemas import parse_query
+from api.targets import TargetCheck
+from api.webhook_reads import WebhookReads
+from api.webhook_tester import WebhookTester
+from delivery.targets import Resolver
 from ledger.application import JobLedger
 
 
 def create_app(
-    ledger: JobLedger, config: ApiConfig | None = None, reads: JobReads | None = None
+    ledger: JobLedger,
+    config: ApiConfig | None = None,
+    reads: JobReads | None = None,
+    *,
+    webhook_reads: WebhookReads | None = None,
+    webhook_tester: WebhookTester | None = None,
+    resolver: Resolver | None = None,
 ) -> Starlette:
+    """Webhooks: `webhook_reads` (default: over the read models' store, when there is one),
+    `webhook_tester` sends test events (none: the test route answers 503; the lifespan closes
+    it), `resolver` is the DNS lookup the URL check uses (default: the system's)."""
     config = config or ApiConfig()
     job_reads: JobReads = reads if reads is not None else AggregateJobReads(ledger)
+    views = job_reads.store if isinstance(job_reads, ProjectionJobReads) else None
+    if webhook_reads is None and views is not None:
+        webhook_reads = WebhookReads(ledger, views)
     document = build_document(max_body_bytes=config.max_body_bytes)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        yield {
-            "api": ApiState(
-                ledger=ledger,
-                reads=job_reads,
-                config=config,
-                limiter=CapacityLimiter(config.threads),
-                authenticator=Authenticator(config.admin_key),
+        state = ApiState(
+            ledger=ledger,
+            reads=job_reads,
+            config=config,
+            limiter=CapacityLimiter(config.threads),
+            authenticator=Authenticator(config.admin_key, config.metrics_token),
+            views=views,
+            webhook_reads=webhook_reads,
+            targets=TargetCheck(allow_private=config.allow_private_targets, resolver=resolver),
+            webhook_tester=webhook_tester,
+        )
+        if views is not None:
+            state.metrics = ops.metrics_registry(
+                ledger, views, config.stuck_thresholds, state.log_head
             )
-        }
+        try:
+            yield {"api": state}
+        finally:
+            if webhook_tester is not None:  # its HTTP client lives on this loop
+                await webhook_tester.aclose()
 
     async def healthz(request: Request) -> Response:
         parse_query(list(request.query_params.multi_items()), [])
@@ -58,16 +88,28 @@ def create_app(
     async def readyz(request: Request) -> Response:
         parse_query(list(request.query_params.multi_items()), [])
         api = api_state(request)
+        retry = {"Retry-After": str(config.retry_after_seconds)}
         try:
-            await api.call(ledger.recorder.max_notification_id)
+            found = await api.call(ops.projection_lag, api)
         except Exception:
             problems.log.warning("readiness check: the store is not reachable", exc_info=True)
             raise Problem(
-                "store-unavailable",
-                "The store is not reachable.",
-                headers={"Retry-After": str(config.retry_after_seconds)},
+                "store-unavailable", "The store is not reachable.", headers=retry
             ) from None
-        return JSONResponse({"status": "ready"})
+        behind = ", ".join(
+            f"{name} by {p['lag_events']}"
+            for name, p in found["projections"].items()
+            if p["lag_events"] > config.ready_max_lag_events
+        )
+        if behind:
+            raise Problem(
+                "projection-lag",
+                f"Read models are more than {config.ready_max_lag_events} log entries behind "
+                f"the log's end ({found['log_position']}): {behind}.",
+                headers=retry,
+                extra=found,
+            )
+        return JSONResponse({"status": "ready", **found})
 
     async def openapi(request: Request) -> Response:
         parse_query(list(request.query_params.multi_items()), [])
@@ -77,6 +119,9 @@ def create_app(
         routes=[
             *jobs.routes,
             *tenants.routes,
+            *endpoints.routes,
+            *deliveries.routes,
+            *ops.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

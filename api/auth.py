@@ -5,12 +5,17 @@ against the stored sha256 of its secret in constant time (`TenancyCommands.authe
 The bootstrap admin key (`LEDGER_ADMIN_KEY`) is compared in constant time against its sha256,
 the only form of it this module keeps. Roles:
 
-- `admin`: every tenant; manages tenants and keys, reads and cancels/requeues any job. Admin
-  keys belong to no tenant, so they cannot create jobs.
-- `writer`: reads and writes its own tenant's jobs.
-- `reader`: reads its own tenant's jobs (auditors, support).
+- `admin`: every tenant; manages tenants and keys, reads and cancels/requeues any job, manages
+  any tenant's webhook endpoints and deliveries. Admin keys belong to no tenant, so they cannot
+  create jobs.
+- `writer`: reads and writes its own tenant's jobs, webhook endpoints and deliveries.
+- `reader`: reads its own tenant's jobs, endpoints and deliveries (auditors, support).
 
 No key, an unknown key and a revoked key all answer 401; a role that may not do this, 403.
+
+`GET /metrics` is outside the roles: Prometheus scrapers rarely carry API keys, so it is open
+unless `LEDGER_METRICS_TOKEN` is set; then that one token (and nothing else) must be sent as
+`Authorization: Bearer <token>`, compared in constant time like the admin key.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class Permission(StrEnum):
     CREATE_JOBS = "create jobs"
     CHANGE_JOBS = "cancel or requeue jobs"
     MANAGE_TENANTS = "manage tenants and keys"
+    READ_WEBHOOKS = "read webhook endpoints and deliveries"
+    MANAGE_WEBHOOKS = "manage webhook endpoints or redeliver webhooks"
 
 
 GRANTS: dict[str, frozenset[Permission]] = {
@@ -43,10 +50,20 @@ GRANTS: dict[str, frozenset[Permission]] = {
             Permission.READ_JOBS,
             Permission.CHANGE_JOBS,
             Permission.MANAGE_TENANTS,
+            Permission.READ_WEBHOOKS,
+            Permission.MANAGE_WEBHOOKS,
         }
     ),
-    WRITER: frozenset({Permission.READ_JOBS, Permission.CREATE_JOBS, Permission.CHANGE_JOBS}),
-    READER: frozenset({Permission.READ_JOBS}),
+    WRITER: frozenset(
+        {
+            Permission.READ_JOBS,
+            Permission.CREATE_JOBS,
+            Permission.CHANGE_JOBS,
+            Permission.READ_WEBHOOKS,
+            Permission.MANAGE_WEBHOOKS,
+        }
+    ),
+    READER: frozenset({Permission.READ_JOBS, Permission.READ_WEBHOOKS}),
 }
 
 
@@ -78,8 +95,21 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, admin_key: str | None) -> None:
+    def __init__(self, admin_key: str | None, metrics_token: str | None = None) -> None:
         self._admin_digest = _digest(admin_key) if admin_key else None
+        self._metrics_digest = _digest(metrics_token) if metrics_token else None
+
+    def require_metrics_token(self, request: Request) -> None:
+        """A 401 unless /metrics is open or the request bears LEDGER_METRICS_TOKEN."""
+        if self._metrics_digest is None:
+            return
+        token = self.bearer_token(request)
+        if not hmac.compare_digest(_digest(token), self._metrics_digest):
+            raise Problem(
+                "unauthenticated",
+                "This is not the metrics token (LEDGER_METRICS_TOKEN).",
+                headers=INVALID_TOKEN,
+            )
 
     def bearer_token(self, request: Request) -> str:
         header = request.headers.get("authorization")

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from projections.stuck import StuckThresholds
+
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
+DEFAULT_READY_MAX_LAG_EVENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -20,9 +23,19 @@ class ApiConfig:
     threads: int = 15
     # Seconds a client is told to wait (Retry-After) when the store is unavailable.
     retry_after_seconds: int = 5
+    # LEDGER_STUCK_*: when a job counts as stuck in `GET /v1/ops/stuck` and /metrics.
+    stuck_thresholds: StuckThresholds = field(default_factory=StuckThresholds)
+    # LEDGER_READY_MAX_LAG_EVENTS: /readyz fails while a projection is further behind the log.
+    ready_max_lag_events: int = DEFAULT_READY_MAX_LAG_EVENTS
+    # LEDGER_METRICS_TOKEN: when set, /metrics wants it as a bearer token; else it is open.
+    metrics_token: str | None = field(default=None, repr=False)
+    # LEDGER_ALLOW_PRIVATE_TARGETS: webhook URLs may be http or private/loopback addresses.
+    allow_private_targets: bool = False
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
         if self.threads < 1:
             raise ValueError("threads must be at least 1")
+        if self.ready_max_lag_events < 0:
+            raise ValueError("ready_max_lag_events must be zero or more")

@@ -14,13 +14,18 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
+from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
 from api.auth import Authenticator, Permission, Principal
 from api.config import ApiConfig
 from api.reads import JobReads
+from api.targets import TargetCheck
+from api.webhook_reads import WebhookReads
+from api.webhook_tester import WebhookTester
 from ledger.application import JobLedger
 from ledger.errors import store_errors
+from storage.sql import SqlStore
 
 T = TypeVar("T")
 
@@ -32,6 +37,13 @@ class ApiState:
     config: ApiConfig
     limiter: CapacityLimiter
     authenticator: Authenticator
+    # The read models' store (projection rows and positions); None in an app without them.
+    views: SqlStore | None = None
+    metrics: CollectorRegistry | None = None
+    # Webhooks: list reads (None without read models), the URL check, the test sender (or None).
+    webhook_reads: WebhookReads | None = None
+    targets: TargetCheck | None = None
+    webhook_tester: WebhookTester | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(
@@ -49,12 +61,12 @@ class ApiState:
 
     async def log_position(self) -> int:
         """The end of the log now: at or after any write this request found already done."""
-        position = await self.call(self._max_position)
-        return int(position or 0)
+        return await self.call(self.log_head)
 
-    def _max_position(self) -> int | None:
+    def log_head(self) -> int:
+        """`log_position`, blocking (for code already running in a worker thread)."""
         with store_errors():
-            return self.ledger.recorder.max_notification_id()
+            return int(self.ledger.recorder.max_notification_id() or 0)
 
 
 def api_state(request: Request) -> ApiState:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api import schemas
+from api import webhook_schemas as ws
 from api.http import POSITION_HEADER
 from api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES
 from api.schemas import JSONSchema, Param
@@ -37,6 +38,7 @@ class Operation:
     writes: bool = False  # answers Ledger-Position
     location: bool = False  # 201 with Location
     extra_ok: dict[str, Any] = field(default_factory=dict)  # more media types of the answer
+    media_type: str = "application/json"  # of the success answer
     secured: bool = True
     tag: str = "jobs"
     description: str = ""
@@ -216,6 +218,211 @@ OPERATIONS: list[Operation] = [
     ),
     Operation(
         "get",
+        "/v1/ops/stuck",
+        "getStuckReport",
+        "The stuck-job report: jobs past a per-state threshold, with counts by state and account",
+        "reader, writer (own tenant), admin (every tenant, or the one named by `tenant_id`)",
+        200,
+        schemas.STUCK_REPORT,
+        "The report, read from the job-status read model.",
+        params=schemas.STUCK_PARAMS,
+        tag="ops",
+        description="A job is listed, once per reason, when it is `queued_too_long` (queued "
+        "past LEDGER_STUCK_QUEUED_SECONDS), `not_started` (scheduled or retrying and due for "
+        "longer than LEDGER_STUCK_OVERDUE_SECONDS), `lease_expired` (running more than "
+        "LEDGER_STUCK_LEASE_GRACE_SECONDS past its lease) or `retrying_too_often` (retrying "
+        "after more than LEDGER_STUCK_MAX_RETRYING_ATTEMPTS attempts).",
+    ),
+    Operation(
+        "post",
+        "/v1/endpoints",
+        "createEndpoint",
+        "Register a webhook endpoint; its signing secret is shown once",
+        "writer (own tenant), admin (names `tenant_id`)",
+        201,
+        ws.CREATED_ENDPOINT,
+        "The endpoint, with its `secret` (and `payload_key` with payload encryption): shown "
+        "only in this answer.",
+        body=ws.NEW_ENDPOINT,
+        writes=True,
+        location=True,
+        tag="webhooks",
+        description="The URL must pass the target guard: https (http only where "
+        "LEDGER_ALLOW_PRIVATE_TARGETS allows it), no private, loopback or metadata addresses, "
+        "also after DNS resolution; a refused URL is a 422 naming `url`. A host that does not "
+        "resolve yet is accepted and checked again before every delivery.",
+    ),
+    Operation(
+        "get",
+        "/v1/endpoints",
+        "listEndpoints",
+        "List webhook endpoints, oldest first (never a secret)",
+        "reader, writer (own tenant), admin (every tenant, or the one named by `tenant_id`)",
+        200,
+        ws.ENDPOINT_LIST,
+        "A page of endpoints, from the endpoint-health read model.",
+        params=ws.LIST_ENDPOINTS_PARAMS,
+        tag="webhooks",
+    ),
+    Operation(
+        "get",
+        "/v1/endpoints/{endpoint_id}",
+        "getEndpoint",
+        "A webhook endpoint (never its secret)",
+        "reader, writer, admin",
+        200,
+        ws.ENDPOINT,
+        "The endpoint.",
+        params=[ws.ENDPOINT_ID],
+        tag="webhooks",
+    ),
+    Operation(
+        "patch",
+        "/v1/endpoints/{endpoint_id}",
+        "updateEndpoint",
+        "Change an endpoint's settings, or disable or enable it",
+        "writer, admin",
+        200,
+        ws.ENDPOINT,
+        "The endpoint as changed. A change that changes nothing writes nothing.",
+        params=[ws.ENDPOINT_ID],
+        body=ws.ENDPOINT_CHANGES,
+        conflicts=True,
+        writes=True,
+        tag="webhooks",
+    ),
+    Operation(
+        "delete",
+        "/v1/endpoints/{endpoint_id}",
+        "deleteEndpoint",
+        "Delete an endpoint: nothing more is delivered to it; it then answers 404",
+        "writer, admin",
+        204,
+        None,
+        "Deleted. Its deliveries stay readable under /v1/deliveries.",
+        params=[ws.ENDPOINT_ID],
+        conflicts=True,
+        writes=True,
+        tag="webhooks",
+    ),
+    Operation(
+        "post",
+        "/v1/endpoints/{endpoint_id}/rotate-secret",
+        "rotateEndpointSecret",
+        "A new signing secret (shown once); the previous one signs beside it for a grace period",
+        "writer, admin",
+        200,
+        ws.ROTATED_SECRET,
+        "The endpoint with its new `secret` and when the previous one stops signing.",
+        params=[ws.ENDPOINT_ID],
+        body=ws.ROTATE_SECRET,
+        body_required=False,
+        conflicts=True,
+        writes=True,
+        tag="webhooks",
+    ),
+    Operation(
+        "post",
+        "/v1/endpoints/{endpoint_id}/test",
+        "testEndpoint",
+        "Send a `webhook.test` event now; answers the exact request sent and the response",
+        "writer, admin",
+        200,
+        ws.TEST_RESULT,
+        "The test delivery (`succeeded` or `failed`), the request as sent and what came back.",
+        params=[ws.ENDPOINT_ID],
+        body=ws.TEST_EVENT,
+        body_required=False,
+        conflicts=True,
+        writes=True,
+        tag="webhooks",
+        description="One attempt, signed like every delivery, never retried. 409 while the "
+        "endpoint is disabled; 503 `webhooks-unavailable` when this server has no sender.",
+    ),
+    Operation(
+        "get",
+        "/v1/endpoints/{endpoint_id}/deliveries",
+        "listEndpointDeliveries",
+        "An endpoint's deliveries, oldest first, with their state and attempt count",
+        "reader, writer, admin",
+        200,
+        ws.DELIVERY_LIST,
+        "A page of deliveries, from the delivery-queue read model.",
+        params=[ws.ENDPOINT_ID, *ws.ENDPOINT_DELIVERIES_PARAMS],
+        tag="webhooks",
+    ),
+    Operation(
+        "post",
+        "/v1/endpoints/{endpoint_id}/recover",
+        "recoverEndpoint",
+        "Redeliver every dead-lettered or held delivery of the endpoint made since a time",
+        "writer, admin",
+        200,
+        ws.RECOVERED,
+        "How many deliveries were retried, and their ids.",
+        params=[ws.ENDPOINT_ID],
+        body=ws.RECOVER,
+        conflicts=True,
+        writes=True,
+        tag="webhooks",
+        description="Held deliveries are those that arrived while the endpoint was disabled. "
+        "409 while it is disabled: enable it first.",
+    ),
+    Operation(
+        "get",
+        "/v1/endpoints/{endpoint_id}/health",
+        "getEndpointHealth",
+        "The endpoint's health: success rate and latency over a window, failure streak",
+        "reader, writer, admin",
+        200,
+        ws.HEALTH_REPORT,
+        "The report, from the endpoint-health read model.",
+        params=[ws.ENDPOINT_ID, *ws.HEALTH_PARAMS],
+        tag="webhooks",
+    ),
+    Operation(
+        "get",
+        "/v1/deliveries",
+        "listDeliveries",
+        "List deliveries, oldest first (`state=dead_lettered`: the dead letters)",
+        "reader, writer (own tenant), admin (every tenant, or the one named by `tenant_id`)",
+        200,
+        ws.DELIVERY_LIST,
+        "A page of deliveries, from the delivery-queue read model.",
+        params=ws.LIST_DELIVERIES_PARAMS,
+        tag="webhooks",
+    ),
+    Operation(
+        "get",
+        "/v1/deliveries/{delivery_id}",
+        "getDelivery",
+        "One delivery with its body and every attempt: time, status, latency, response, error",
+        "reader, writer, admin",
+        200,
+        ws.DELIVERY_DETAIL,
+        "The delivery.",
+        params=[ws.DELIVERY_ID],
+        tag="webhooks",
+    ),
+    Operation(
+        "post",
+        "/v1/deliveries/{delivery_id}/retry",
+        "retryDelivery",
+        "Send a delivery again now with a fresh retry schedule (also dead-lettered or held ones)",
+        "writer, admin",
+        200,
+        ws.DELIVERY,
+        "The delivery, pending again.",
+        params=[ws.DELIVERY_ID],
+        body=ws.DELIVERY_ACTION,
+        body_required=False,
+        conflicts=True,
+        writes=True,
+        tag="webhooks",
+        description="409 while its endpoint is disabled or deleted.",
+    ),
+    Operation(
+        "get",
         "/healthz",
         "healthz",
         "Liveness: the process answers",
@@ -230,13 +437,26 @@ OPERATIONS: list[Operation] = [
         "get",
         "/readyz",
         "readyz",
-        "Readiness: the store is reachable",
+        "Readiness: the store is reachable and the read models keep up with the log",
         "anyone",
         200,
-        schemas.HEALTH,
-        "Ready.",
+        schemas.READINESS,
+        "Ready; each read model's position and lag.",
         secured=False,
         tag="service",
+    ),
+    Operation(
+        "get",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics (text exposition format 0.0.4)",
+        "anyone, unless LEDGER_METRICS_TOKEN is set: then that token as `Bearer`",
+        200,
+        {"type": "string"},
+        "Jobs by state, stuck jobs by reason, attempt outcomes, read-model lag, process metrics.",
+        secured=False,
+        tag="service",
+        media_type="text/plain",
     ),
     Operation(
         "get",
@@ -267,7 +487,23 @@ def _error_responses(op: Operation) -> dict[str, Any]:
     if not op.secured:
         if op.operation_id == "readyz":
             return {
-                "503": _problem(503, "The store is not reachable.", _retry_after()),
+                "503": _problem(
+                    503,
+                    "Not ready: the store is not reachable (`store-unavailable`), or a read "
+                    "model is more than LEDGER_READY_MAX_LAG_EVENTS behind the log "
+                    "(`projection-lag`, with each read model's position and lag).",
+                    _retry_after(),
+                ),
+            }
+        if op.operation_id == "metrics":
+            return {
+                "401": _problem(
+                    401,
+                    "LEDGER_METRICS_TOKEN is set and this request does not bear it.",
+                    {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
+                ),
+                "500": _problem(500, "An unexpected error (logged; no details are returned)."),
+                "503": _problem(503, "The store is unavailable.", _retry_after()),
             }
         return {}
     responses: dict[str, Any] = {
@@ -281,6 +517,14 @@ def _error_responses(op: Operation) -> dict[str, Any]:
         "500": _problem(500, "An unexpected error (logged; no details are returned)."),
         "503": _problem(503, "The store is unavailable; nothing was written.", _retry_after()),
     }
+    if op.tag == "webhooks":
+        responses["503"] = _problem(
+            503,
+            "The store is unavailable (`store-unavailable`), or this server cannot do webhooks "
+            "(`webhooks-unavailable`: no LEDGER_SECRET_KEY, or no sender for test events); "
+            "nothing was written.",
+            _retry_after(),
+        )
     if any(p.location == "path" for p in op.params):
         responses["404"] = _problem(404, "No such object (or it belongs to another tenant).")
     if op.conflicts:
@@ -307,7 +551,7 @@ def _retry_after() -> dict[str, Any]:
 def _operation(op: Operation) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": op.ok_description}
     if op.ok_schema is not None:
-        ok["content"] = {"application/json": {"schema": op.ok_schema}, **op.extra_ok}
+        ok["content"] = {op.media_type: {"schema": op.ok_schema}, **op.extra_ok}
     headers: dict[str, Any] = {}
     if op.writes:
         headers[POSITION_HEADER] = {
@@ -382,6 +626,8 @@ def build_document(*, max_body_bytes: int) -> dict[str, Any]:
         "tags": [
             {"name": "jobs", "description": "Publish jobs."},
             {"name": "tenants", "description": "Tenants and their API keys (admin)."},
-            {"name": "service", "description": "Health and this document."},
+            {"name": "webhooks", "description": "Webhook endpoints and their deliveries."},
+            {"name": "ops", "description": "Operating the ledger: the stuck-job report."},
+            {"name": "service", "description": "Health, readiness, metrics and this document."},
         ],
     }

@@ -21,7 +21,10 @@ from starlette.responses import JSONResponse, Response
 from api.reads import InvalidCursor
 from ledger.errors import (
     ConcurrentUpdate,
+    DeliveryNotFound,
+    EndpointNotFound,
     IdempotencyConflict,
+    InvalidEndpoint,
     InvalidJob,
     InvalidTenancy,
     InvalidTransition,
@@ -32,6 +35,7 @@ from ledger.errors import (
     NotDue,
     StoreUnavailable,
     TenantNotFound,
+    WebhooksNotConfigured,
     WrongAttempt,
 )
 
@@ -56,6 +60,8 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "validation-error": (422, "Request body is invalid"),
     "internal-error": (500, "Internal error"),
     "store-unavailable": (503, "Store unavailable"),
+    "projection-lag": (503, "Read models lag behind the log"),
+    "webhooks-unavailable": (503, "Webhooks are not available on this server"),
 }
 
 # ledger error class -> problem slug (looked up along the class's MRO, most specific first)
@@ -63,6 +69,8 @@ LEDGER_ERRORS: dict[type[LedgerError], str] = {
     JobNotFound: "not-found",
     TenantNotFound: "not-found",
     KeyNotFound: "not-found",
+    EndpointNotFound: "not-found",
+    DeliveryNotFound: "not-found",
     InvalidTransition: "invalid-transition",
     IdempotencyConflict: "idempotency-conflict",
     ConcurrentUpdate: "concurrent-update",
@@ -71,7 +79,9 @@ LEDGER_ERRORS: dict[type[LedgerError], str] = {
     NotDue: "conflict",
     InvalidJob: "validation-error",
     InvalidTenancy: "validation-error",
+    InvalidEndpoint: "validation-error",
     StoreUnavailable: "store-unavailable",
+    WebhooksNotConfigured: "webhooks-unavailable",
     LedgerError: "conflict",
 }
 
@@ -129,11 +139,11 @@ def from_ledger_error(error: LedgerError, *, retry_after: int) -> Problem:
     slug = next(LEDGER_ERRORS[c] for c in type(error).__mro__ if c in LEDGER_ERRORS)
     headers: dict[str, str] = {}
     invalid_params = None
-    if isinstance(error, InvalidJob | InvalidTenancy):
+    if isinstance(error, InvalidJob | InvalidTenancy | InvalidEndpoint):
         prefix = f"{error.field}: "
         reason = error.message.removeprefix(prefix)
         invalid_params = [{"name": error.field, "reason": reason}]
-    if isinstance(error, StoreUnavailable):
+    if PROBLEM_TYPES[slug][0] == 503:  # every 503 says when to try again
         headers["Retry-After"] = str(retry_after)
     extra = {
         k: v

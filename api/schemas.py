@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -35,11 +36,14 @@ from ledger.request import (
     URL_MAX,
 )
 from ledger.tenancy import LABEL_MAX, NAME_MAX, ROLES, TENANT_ROLES
+from projections.stuck import REASONS
 
 REASON_MAX = 500
 IDEMPOTENCY_KEY_MAX = 255
 LIST_LIMIT_DEFAULT = 20
 LIST_LIMIT_MAX = 100
+STUCK_LIMIT_DEFAULT = 100
+STUCK_LIMIT_MAX = 1000
 
 JSONSchema = dict[str, Any]
 
@@ -379,6 +383,107 @@ HEALTH: JSONSchema = {
     "properties": {"status": {"type": "string"}},
 }
 
+READINESS: JSONSchema = {
+    "type": "object",
+    "required": ["status", "log_position", "max_lag_events", "projections"],
+    "properties": {
+        "status": {"const": "ready"},
+        "log_position": {"type": "integer", "minimum": 0, "description": "The log's end."},
+        "max_lag_events": {"type": "integer", "minimum": 0},
+        "projections": {
+            "type": "object",
+            "description": "Each read model by name: the log position it has applied, and how "
+            "many log entries it is behind.",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["position", "lag_events"],
+                "properties": {
+                    "position": {"type": "integer", "minimum": 0},
+                    "lag_events": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
+    },
+}
+
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+
+STUCK_JOB: JSONSchema = {
+    "type": "object",
+    "required": [
+        "job_id",
+        "tenant_id",
+        "state",
+        "account_id",
+        "board_id",
+        "attempts",
+        "reason",
+        "why",
+        "since",
+        "age_seconds",
+        "next_run_at",
+        "lease_expires_at",
+    ],
+    "properties": {
+        "job_id": _UUID,
+        "tenant_id": {"type": "string"},
+        "state": {"type": "string", "enum": [str(s) for s in JobState]},
+        "account_id": {"type": "string"},
+        "board_id": {"type": "string"},
+        "attempts": {"type": "integer", "minimum": 0},
+        "reason": {"type": "string", "enum": list(REASONS)},
+        "why": {"type": "string", "description": "The reason in words, with its threshold."},
+        "since": {**_TIME, "description": "When the job crossed into this condition's clock."},
+        "age_seconds": {"type": "number", "description": "Seconds since `since`."},
+        "next_run_at": _TIME_OR_NULL,
+        "lease_expires_at": _TIME_OR_NULL,
+    },
+}
+
+STUCK_REPORT: JSONSchema = {
+    "type": "object",
+    "required": [
+        "tenant_id",
+        "generated_at",
+        "thresholds",
+        "counts_by_state",
+        "counts_by_account",
+        "oldest_queued_age_seconds",
+        "stuck",
+    ],
+    "properties": {
+        "tenant_id": {
+            "type": ["string", "null"],
+            "description": "The tenant reported on; null for every tenant (admin keys).",
+        },
+        "generated_at": _TIME,
+        "thresholds": {
+            "type": "object",
+            "required": [
+                "queued_seconds",
+                "overdue_seconds",
+                "lease_grace_seconds",
+                "max_retrying_attempts",
+            ],
+            "properties": {
+                "queued_seconds": {"type": "number"},
+                "overdue_seconds": {"type": "number"},
+                "lease_grace_seconds": {"type": "number"},
+                "max_retrying_attempts": {"type": "integer"},
+            },
+        },
+        "counts_by_state": {**_COUNTS, "description": "Jobs by state (states with none left out)."},
+        "counts_by_account": {"type": "object", "additionalProperties": _COUNTS},
+        "oldest_queued_age_seconds": {"type": ["number", "null"]},
+        "stuck": {
+            "type": "array",
+            "items": STUCK_JOB,
+            "description": "Oldest first; one entry per job and reason (a job may be listed "
+            "under two reasons), at most `limit`.",
+        },
+    },
+}
+
 
 # -- parameters (query, path, header) --
 
@@ -420,6 +525,14 @@ class Param:
             raise Problem.parameter(self.name, f"must be at least {schema['minLength']} long")
         if "maxLength" in schema and len(raw) > schema["maxLength"]:
             raise Problem.parameter(self.name, f"must be at most {schema['maxLength']} characters")
+        if schema.get("format") == "uuid":
+            try:
+                canonical = str(UUID(raw))
+            except ValueError:
+                canonical = None
+            if canonical != raw.lower():  # UUID() also takes braces, URNs and bare hex
+                raise Problem.parameter(self.name, "must be a UUID (8-4-4-4-12 hex digits)")
+            return canonical
         if schema.get("format") == "date-time":
             try:
                 return parse_datetime(raw)
@@ -491,6 +604,26 @@ RECEIPT_FORMAT = Param(
     {"type": "string", "enum": ["json", "md"], "default": "json"},
     "`md` answers the same receipt as Markdown text.",
 )
+STUCK_PARAMS = [
+    Param(
+        "tenant_id",
+        "query",
+        _UUID,
+        "Admin keys: only this tenant's jobs (default: every tenant). A tenant key always sees "
+        "its own tenant; another tenant's id is a 403.",
+    ),
+    Param(
+        "limit",
+        "query",
+        {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": STUCK_LIMIT_MAX,
+            "default": STUCK_LIMIT_DEFAULT,
+        },
+        "At most this many stuck entries, oldest first.",
+    ),
+]
 JOB_ID = Param("job_id", "path", _UUID, "The job's id.")
 TENANT_ID = Param("tenant_id", "path", _UUID, "The tenant's id.")
 KEY_ID = Param("key_id", "path", _UUID, "The key's id.")
@@ -561,6 +694,10 @@ def _describe(error: ValidationError) -> list[tuple[str, str]]:
         "maxItems": f"must list at most {schema.get('maxItems')} items",
         "minItems": f"must list at least {schema.get('minItems')} items",
         "maxProperties": f"may hold at most {schema.get('maxProperties')} keys",
+        "minimum": f"must be at least {schema.get('minimum')}",
+        "maximum": f"must be at most {schema.get('maximum')}",
+        "exclusiveMinimum": f"must be more than {schema.get('exclusiveMinimum')}",
+        "uniqueItems": "must not repeat an item",
     }
     if validator == "propertyNames":
         return [(where or "body", f"keys must be 1 to {METADATA_KEY_MAX} characters")]

@@ -37,6 +37,7 @@ def build(
         clock=clock or SystemClock(),
         retry_policy=settings.retry_policy(),
         rng=rng,
+        endpoint_secrets=settings.webhooks.endpoint_keys(database),
     )
     return Service(settings=settings, database=database, ledger=ledger)
 
@@ -47,4 +48,8 @@ def api_config(settings: Settings) -> ApiConfig:
         admin_key=settings.admin_key,
         max_body_bytes=settings.max_body_bytes,
         threads=settings.api_threads,
+        stuck_thresholds=settings.stuck_thresholds(),
+        ready_max_lag_events=settings.ready_max_lag_events,
+        metrics_token=settings.metrics_token,
+        allow_private_targets=settings.webhooks.private_targets_allowed(settings.database()),
     )

@@ -24,7 +24,11 @@ from ledger.errors import (
     StoreUnavailable,
     TenantNotFound,
 )
+from ledger.receipt import build_receipt, render_markdown
+from ledger.story import explain, render
 from ledger.timeline import timeline_entry
+from projections.delivery_queue import DeliveryQueueProjection, list_deliveries
+from storage.sql import SqlStore
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -64,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port to bind (LEDGER_PORT)")
     serve.add_argument(
         "--role",
-        choices=["all", "api", "worker", "projector"],  # delivery arrives with its issue
+        choices=["all", "api", "worker", "delivery", "projector"],
         default="all",
         help="which part of the service this process runs",
     )
@@ -86,6 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     timeline.add_argument("job_id", type=_uuid, help="the job's id")
     timeline.add_argument("--json", action="store_true", help="print the events as JSON")
     timeline.set_defaults(run=_timeline)
+    explain = jobs.add_parser(
+        "explain", help="a job's story in plain sentences, with the webhooks it caused"
+    )
+    explain.add_argument("job_id", type=_uuid, help="the job's id")
+    explain.add_argument("--json", action="store_true", help="print the sentences as JSON")
+    explain.set_defaults(run=_explain)
+    receipt = jobs.add_parser("receipt", help="a job's receipt, to forward to a client")
+    receipt.add_argument("job_id", type=_uuid, help="the job's id")
+    receipt.add_argument("--format", choices=("md", "json"), default="md")
+    receipt.add_argument("--json", action="store_true", help="the same as --format json")
+    receipt.set_defaults(run=_receipt)
 
     tenants = commands.add_parser("tenants", help="manage tenants").add_subparsers()
     tenant_create = tenants.add_parser(
@@ -202,6 +217,42 @@ def _timeline(settings: Settings, args: argparse.Namespace) -> int:
         for key, value in entry["data"].items():
             if value not in (None, {}, []):
                 print(f"       {key}: {_short(value)}")
+    return 0
+
+
+def _explain(settings: Settings, args: argparse.Namespace) -> int:
+    service = _with_service(settings)
+    store = SqlStore(service.database, max_connections=1)
+    try:
+        events = service.ledger.job_events(args.job_id)
+        with store.transaction() as tx:
+            DeliveryQueueProjection(service.ledger).create_tables(tx)  # a fresh database
+            page = list_deliveries(tx, job_id=str(args.job_id), limit=1000)
+        deliveries = [
+            list(service.ledger.events.get(UUID(orjson.loads(doc)["id"]))) for doc in page.docs
+        ]
+    finally:
+        store.close()
+        service.close()
+    sentences = explain(events, deliveries)
+    if args.json:
+        _print_json({"job_id": str(args.job_id), "story": [s.as_dict() for s in sentences]})
+    else:
+        print(render(sentences))
+    return 0
+
+
+def _receipt(settings: Settings, args: argparse.Namespace) -> int:
+    service = _with_service(settings)
+    try:
+        job = service.ledger.get_job(args.job_id)
+        receipt = build_receipt(job, service.ledger.job_events(args.job_id))
+    finally:
+        service.close()
+    if args.json or args.format == "json":
+        _print_json(receipt)
+    else:
+        print(render_markdown(receipt))
     return 0
 
 

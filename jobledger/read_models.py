@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 from jobledger.bootstrap import Service
+from projections.delivery_fanout import DeliveryFanout
 from projections.registry import PROJECTIONS, live
 from projections.runner import PositionWaiter, ProjectionRunner
 from storage.config import migration_lock
@@ -26,6 +27,10 @@ class ReadModels:
             name: ProjectionRunner(self.ledger, self.store, live(self.ledger, name))
             for name in sorted(PROJECTIONS)
         }
+        # Not a view but a follower of the log that makes deliveries (never rebuilt).
+        self.runners["delivery_fanout"] = ProjectionRunner(
+            self.ledger, self.store, DeliveryFanout(self.ledger)
+        )
         self.waiter = PositionWaiter(self.store, "job_status")
         self.job_status.position_changed.append(self.waiter.advanced)
         with migration_lock(service.database):

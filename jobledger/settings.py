@@ -11,10 +11,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from jobledger.webhook_settings import WebhookSettings, WebhookSettingsError
 from ledger.retry import RetryPolicy
+from projections.stuck import StuckThresholds
 from storage.config import Database, DatabaseURLError, parse_database_url
 
 DEFAULT_DATABASE_URL = "sqlite:///./ledger.db"
+_STUCK = StuckThresholds()
 
 
 class SettingsError(ValueError):
@@ -48,6 +51,14 @@ class Settings:
     pacing_global_capacity: float = 200.0
     pacing_global_refill_per_second: float = 3.0
     sandbox_latency_seconds: float = 0.0
+    # -- projections: stuck report, readiness, metrics --
+    stuck_queued_seconds: float = _STUCK.queued_seconds
+    stuck_overdue_seconds: float = _STUCK.overdue_seconds
+    stuck_lease_grace_seconds: float = _STUCK.lease_grace_seconds
+    stuck_max_retrying_attempts: int = _STUCK.max_retrying_attempts
+    ready_max_lag_events: int = 1000
+    metrics_token: str | None = field(default=None, repr=False)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +113,21 @@ class Settings:
             sandbox_latency_seconds=_float(
                 env, "LEDGER_SANDBOX_LATENCY_SECONDS", d.sandbox_latency_seconds
             ),
+            stuck_queued_seconds=_float(env, "LEDGER_STUCK_QUEUED_SECONDS", d.stuck_queued_seconds),
+            stuck_overdue_seconds=_float(
+                env, "LEDGER_STUCK_OVERDUE_SECONDS", d.stuck_overdue_seconds
+            ),
+            stuck_lease_grace_seconds=_float(
+                env, "LEDGER_STUCK_LEASE_GRACE_SECONDS", d.stuck_lease_grace_seconds
+            ),
+            stuck_max_retrying_attempts=_int(
+                env, "LEDGER_STUCK_MAX_RETRYING_ATTEMPTS", d.stuck_max_retrying_attempts, minimum=0
+            ),
+            ready_max_lag_events=_int(
+                env, "LEDGER_READY_MAX_LAG_EVENTS", d.ready_max_lag_events, minimum=0
+            ),
+            metrics_token=env.get("LEDGER_METRICS_TOKEN") or None,
+            webhooks=_webhooks(env),
         )
         settings.database()  # fail fast on a bad URL
         settings.retry_policy()
@@ -125,6 +151,8 @@ class Settings:
             raise SettingsError("LEDGER_PINTEREST_API_BASE must be an http or https URL")
         if settings.admin_key is not None and len(settings.admin_key) < 16:
             raise SettingsError("LEDGER_ADMIN_KEY must be at least 16 characters")
+        if settings.metrics_token is not None and len(settings.metrics_token) < 16:
+            raise SettingsError("LEDGER_METRICS_TOKEN must be at least 16 characters")
         return settings
 
     def database(self) -> Database:
@@ -140,6 +168,14 @@ class Settings:
         """Threads that may run ledger calls for the API at once: one per pooled connection."""
         return self.db_pool_size + self.db_max_overflow
 
+    def stuck_thresholds(self) -> StuckThresholds:
+        return StuckThresholds(
+            queued_seconds=self.stuck_queued_seconds,
+            overdue_seconds=self.stuck_overdue_seconds,
+            lease_grace_seconds=self.stuck_lease_grace_seconds,
+            max_retrying_attempts=self.stuck_max_retrying_attempts,
+        )
+
     def retry_policy(self) -> RetryPolicy:
         try:
             return RetryPolicy(
@@ -149,6 +185,13 @@ class Settings:
             )
         except ValueError as error:
             raise SettingsError(f"LEDGER_JOB_RETRY_*: {error}") from None
+
+
+def _webhooks(env: Mapping[str, str]) -> WebhookSettings:
+    try:
+        return WebhookSettings.from_env(env)
+    except WebhookSettingsError as error:
+        raise SettingsError(str(error)) from None
 
 
 def _tokens(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

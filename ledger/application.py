@@ -6,6 +6,7 @@ Public surface:
   `pace`, `cancel`, `requeue`, each -> `Written` (the job after the command and its log positions)
 - reads: `get_job(id, as_of=None)`, `job_events(id)`
 - audit: `write_checkpoint()`, `verify()` (SPEC section 9)
+- tenants and keys (`ledger.tenancy`), webhook endpoints and deliveries (`ledger.webhooks`)
 
 Commands load the job, decide, and save with optimistic concurrency. When another writer saved
 the same job first, the command is re-decided on the fresh state (up to `COMMAND_RETRIES`
@@ -44,6 +45,7 @@ from ledger.job import AttemptFailure, Job, JobState, job_id_for
 from ledger.request import NewJob
 from ledger.retry import RetryPolicy
 from ledger.tenancy import TenancyCommands
+from ledger.webhooks import EndpointSecrets, WebhookCommands
 
 COMMAND_RETRIES = 8
 LOG_BATCH = 1000
@@ -80,7 +82,7 @@ class Created(Written):
     created: bool
 
 
-class JobLedger(TenancyCommands, Application[UUID]):
+class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
     name = "Ledger"
 
     def __init__(
@@ -90,8 +92,10 @@ class JobLedger(TenancyCommands, Application[UUID]):
         clock: Clock | None = None,
         retry_policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
+        endpoint_secrets: EndpointSecrets | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
+        self.endpoint_secrets = endpoint_secrets
         # Called with the last log position after every save in this process (wakes followers).
         self.saved_listeners: list[Callable[[int], None]] = []
         self.retry_policy = retry_policy or RetryPolicy()

@@ -34,13 +34,15 @@ class JobNotFound(LedgerError):
 class InvalidTransition(LedgerError):
     """This transition is not allowed from the job's current state."""
 
-    def __init__(self, command: str, state: str, allowed_from: tuple[str, ...]) -> None:
+    def __init__(
+        self, command: str, state: str, allowed_from: tuple[str, ...], *, subject: str = "a job"
+    ) -> None:
         self.command = command
         self.state = state
         self.allowed_from = allowed_from
         froms = ", ".join(allowed_from) or "no state"
         super().__init__(
-            f"Cannot {command} a job that is {state}; {command} is allowed from: {froms}.",
+            f"Cannot {command} {subject} that is {state}; {command} is allowed from: {froms}.",
             command=command,
             state=state,
             allowed_from=list(allowed_from),
@@ -107,6 +109,32 @@ class InvalidTenancy(LedgerError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"{field}: {message}", field=field)
+
+
+class EndpointNotFound(LedgerError):
+    """No such webhook endpoint."""
+
+    def __init__(self, endpoint_id: object) -> None:
+        super().__init__(f"No endpoint with id {endpoint_id}.", endpoint_id=str(endpoint_id))
+
+
+class DeliveryNotFound(LedgerError):
+    """No such webhook delivery."""
+
+    def __init__(self, delivery_id: object) -> None:
+        super().__init__(f"No delivery with id {delivery_id}.", delivery_id=str(delivery_id))
+
+
+class InvalidEndpoint(LedgerError):
+    """The endpoint request is invalid."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}", field=field)
+
+
+class WebhooksNotConfigured(LedgerError):
+    """Webhook secrets cannot be sealed: the service has no secret key configured."""
 
 
 @contextmanager

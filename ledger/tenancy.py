@@ -27,11 +27,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from ledger.aggregate import AuditedAggregate
+from ledger.commands import AggregateCommands
 from ledger.errors import (
     ConcurrentUpdate,
     InvalidTenancy,
@@ -303,7 +303,7 @@ class RevokedKey:
         return max(self.positions) if self.positions else 0
 
 
-class TenancyCommands(Application[UUID]):
+class TenancyCommands(AggregateCommands):
     """Tenant and key commands of `JobLedger` (a mixin: it relies on `self.clock`)."""
 
     if TYPE_CHECKING:
@@ -397,14 +397,6 @@ class TenancyCommands(Application[UUID]):
         return key
 
     # -- internals --
-
-    def _load(self, aggregate_id: UUID, kind: type[T]) -> T | None:
-        try:
-            with store_errors():
-                aggregate: Any = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        return aggregate if isinstance(aggregate, kind) else None
 
     def _update_tenant(
         self, tenant_id: UUID, decide: Callable[[Tenant], tuple[ApiKey, bool]]

@@ -9,7 +9,6 @@ and the whole status as JSON text (`doc`) that reads return without re-encoding.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +19,8 @@ import orjson
 
 from ledger.application import JobLedger
 from ledger.job import Job
-from storage.sql import Tx, utc_text
+from projections.aggregate_cache import AggregateCache
+from storage.sql import SqlStore, Tx, utc_text
 
 JOB_TOPICS = frozenset(
     cls.TOPIC
@@ -63,8 +63,7 @@ class JobStatusProjection:
         self.table = table
         self.name = table
         self.topics = JOB_TOPICS
-        self._cache: OrderedDict[UUID, Job] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = AggregateCache(ledger, size=cache_size)
 
     def create_tables(self, tx: Tx) -> None:
         t = self.table
@@ -93,13 +92,16 @@ class JobStatusProjection:
     def forget(self) -> None:
         self._cache.clear()
 
+    def prepare(self, store: SqlStore, events: Sequence[tuple[int, Any]]) -> None:
+        """Before the view's transaction (the runner calls it): load the jobs the batch needs,
+        so `apply` never reads the ledger while holding SQLite's write lock."""
+        self._cache.preload(event for _, event in events)
+
     def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
         changed: dict[UUID, tuple[Job, int]] = {}
         created: dict[UUID, int] = {}
         for position, event in events:
-            job = self._job_before(event)
-            job = event.mutate(job)
-            self._remember(job)
+            job: Job = self._cache.apply(event)
             changed[job.id] = (job, position)
             if event.originator_version == 1:
                 created[job.id] = position
@@ -113,23 +115,6 @@ class JobStatusProjection:
             f"ON CONFLICT (job_id) DO UPDATE SET {updates}",
             rows,
         )
-
-    def _job_before(self, event: Any) -> Job | None:
-        if event.originator_version == 1:
-            return None
-        cached = self._cache.get(event.originator_id)
-        if cached is not None and cached.version == event.originator_version - 1:
-            return cached
-        job: Job = self.ledger.repository.get(
-            event.originator_id, version=event.originator_version - 1
-        )
-        return job
-
-    def _remember(self, job: Job) -> None:
-        self._cache[job.id] = job
-        self._cache.move_to_end(job.id)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
 
     @staticmethod
     def _row(job: Job, position: int, created_position: int) -> tuple[Any, ...]:

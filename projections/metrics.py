@@ -33,12 +33,16 @@ class LedgerCollector(Collector):
         projection_names: list[str],
         thresholds: StuckThresholds,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        wall_now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.log_head = log_head
         self.projection_names = projection_names
         self.thresholds = thresholds
-        self.now = now
+        self.now = now  # the ledger's clock: job times are on it
+        # The runners stamp `projection_tracking.updated_at` with the system clock, so the lag
+        # in seconds is measured on that clock too (they differ only under a test clock).
+        self.wall_now = wall_now
 
     def collect(self) -> Iterator[Metric]:
         now = self.now()
@@ -72,6 +76,7 @@ class LedgerCollector(Collector):
             attempts.add_metric([outcome, code], n)
         yield attempts
         head = self.log_head()
+        wall = self.wall_now()
         lag_events = GaugeMetricFamily(
             "ledger_projection_lag_events", "Log entries not yet applied.", labels=["projection"]
         )
@@ -86,7 +91,7 @@ class LedgerCollector(Collector):
             lag_events.add_metric([name], behind)
             at = parse_utc_text(updated)
             lag_seconds.add_metric(
-                [name], (now - at).total_seconds() if behind and at is not None else 0.0
+                [name], (wall - at).total_seconds() if behind and at is not None else 0.0
             )
         yield lag_events
         yield lag_seconds

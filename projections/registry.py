@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from ledger.application import JobLedger
 from projections.attempt_outcomes import AttemptOutcomesProjection
+from projections.delivery_queue import DeliveryQueueProjection
+from projections.endpoint_health import EndpointHealthProjection
 from projections.job_status import JobStatusProjection
 from projections.runner import Projection
 
@@ -14,6 +16,8 @@ ProjectionFactory = Callable[[JobLedger, str], Projection]
 PROJECTIONS: dict[str, ProjectionFactory] = {
     "job_status": lambda ledger, table: JobStatusProjection(ledger, table=table),
     "attempt_outcomes": lambda ledger, table: AttemptOutcomesProjection(table=table),
+    "delivery_queue": lambda ledger, table: DeliveryQueueProjection(ledger, table=table),
+    "endpoint_health": lambda ledger, table: EndpointHealthProjection(table=table),
 }
 
 

@@ -125,7 +125,10 @@ class ProjectionRunner:
         topics = self.projection.topics
         events = [(n.id, self.ledger.mapper.to_domain_event(n)) for n in notes if n.topic in topics]
         end = notes[-1].id
+        prepare = getattr(self.projection, "prepare", None)
         try:
+            if prepare is not None:  # work outside the view's transaction (see DeliveryFanout)
+                prepare(self.store, events)
             with self.store.transaction() as tx:
                 moved = tx.execute(
                     f"UPDATE {TRACKING_TABLE} SET position = ?, updated_at = ? "
@@ -260,10 +263,9 @@ def rebuild(
     position = runner.position()
     with store.transaction() as tx:
         live.create_tables(tx)
-        live_table = getattr(live, "table", live.name)
-        shadow_table = getattr(shadow, "table", shadow.name)
-        tx.execute(f"DELETE FROM {live_table}")
-        tx.execute(f"INSERT INTO {live_table} SELECT * FROM {shadow_table}")
+        for live_table, shadow_table in zip(_tables(live), _tables(shadow), strict=True):
+            tx.execute(f"DELETE FROM {live_table}")
+            tx.execute(f"INSERT INTO {live_table} SELECT * FROM {shadow_table}")
         now = utc_text(datetime.now(UTC))
         tx.execute(
             f"INSERT INTO {TRACKING_TABLE} (name, position, updated_at) VALUES (?, ?, ?) "
@@ -275,6 +277,11 @@ def rebuild(
         tx.execute(f"DELETE FROM {TRACKING_TABLE} WHERE name = ?", (shadow.name,))
     live.forget()
     return position
+
+
+def _tables(projection: Projection) -> tuple[str, ...]:
+    tables = getattr(projection, "tables", None)
+    return tuple(tables) if tables else (str(getattr(projection, "table", projection.name)),)
 
 
 class PositionWaiter:

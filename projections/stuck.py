@@ -40,8 +40,8 @@ def stuck_report(
     limit: int = 100,
     table: str = "job_status",
 ) -> dict[str, Any]:
-    tenant_sql = "tenant_id = ? AND " if tenant_id else ""
-    tenant_params: list[Any] = [tenant_id] if tenant_id else []
+    tenant_sql = "tenant_id = ? AND " if tenant_id is not None else ""
+    tenant_params: list[Any] = [tenant_id] if tenant_id is not None else []
     t = thresholds
     checks: list[tuple[str, str, list[Any], str]] = [
         (
@@ -69,32 +69,38 @@ def stuck_report(
             "state_entered_at",
         ),
     ]
-    stuck: list[dict[str, Any]] = []
+    found: list[tuple[datetime | None, dict[str, Any]]] = []
     for reason, condition, params, since_column in checks:
         rows = tx.execute(
-            f"SELECT job_id, state, account_id, board_id, attempts, {since_column}, "
+            f"SELECT job_id, tenant_id, state, account_id, board_id, attempts, {since_column}, "
             f"next_run_at, lease_expires_at FROM {table} WHERE {tenant_sql}{condition} "
             f"ORDER BY {since_column} LIMIT ?",
             [*tenant_params, *params, limit],
         ).fetchall()
         for row in rows:
-            since = parse_utc_text(row[5])
-            stuck.append(
-                {
-                    "job_id": row[0],
-                    "state": row[1],
-                    "account_id": row[2],
-                    "board_id": row[3],
-                    "attempts": row[4],
-                    "reason": reason,
-                    "why": REASONS[reason].format(**asdict(t)),
-                    "since": _iso(since),
-                    "age_seconds": round((now - since).total_seconds(), 3) if since else None,
-                    "next_run_at": _iso(parse_utc_text(row[6])),
-                    "lease_expires_at": _iso(parse_utc_text(row[7])),
-                }
+            since = parse_utc_text(row[6])
+            found.append(
+                (
+                    since,
+                    {
+                        "job_id": row[0],
+                        "tenant_id": row[1],
+                        "state": row[2],
+                        "account_id": row[3],
+                        "board_id": row[4],
+                        "attempts": row[5],
+                        "reason": reason,
+                        "why": REASONS[reason].format(**asdict(t)),
+                        "since": _iso(since),
+                        "age_seconds": round((now - since).total_seconds(), 3) if since else None,
+                        "next_run_at": _iso(parse_utc_text(row[7])),
+                        "lease_expires_at": _iso(parse_utc_text(row[8])),
+                    },
+                )
             )
-    stuck.sort(key=lambda s: s["since"] or "")
+    # Oldest first, by time (ISO texts with and without fractions do not sort as times do).
+    found.sort(key=lambda f: f[0] or now)
+    stuck = [row for _, row in found]
     where = f"WHERE {tenant_sql[:-5]}" if tenant_sql else ""
     by_state = {
         state: int(n)

@@ -21,6 +21,7 @@ import pytest
 
 from jobledger.bootstrap import Service, build
 from jobledger.settings import Settings
+from jobledger.webhook_settings import WebhookSettings
 from ledger.application import JobLedger
 from ledger.clock import ManualClock
 from ledger.request import MediaSource, NewJob, Pin
@@ -28,6 +29,8 @@ from storage.config import Database, parse_database_url
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/ledger_test"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Seals webhook endpoint secrets in tests (PostgreSQL has no key-file default).
+TEST_SECRET_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +118,10 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def service(database_url: str, clock: ManualClock) -> Iterator[Service]:
-    svc = build(Settings(database_url=database_url), clock=clock, rng=random.Random(7))
+    settings = Settings(
+        database_url=database_url, webhooks=WebhookSettings(secret_key=TEST_SECRET_KEY)
+    )
+    svc = build(settings, clock=clock, rng=random.Random(7))
     try:
         yield svc
     finally:

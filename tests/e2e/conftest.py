@@ -3,7 +3,7 @@
 - `api_server(**overrides)` (factory fixture): starts `create_app(...)` under `uvicorn.Server`
   in a background thread on a free port, over the `service` fixture's ledger (so on SQLite and
   on PostgreSQL through `database_url`); stopped when the test ends. Overrides: `reads`,
-  `config` fields.
+  `webhook_tester`, `resolver` (default `fake_dns`: no test asks real DNS), `config` fields.
 - `api`: the default server; `admin`, `tenant`: an httpx client with the bootstrap admin key,
   and a tenant made through the API with a writer and a reader client.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,11 +24,25 @@ import uvicorn
 from api.app import create_app
 from api.config import ApiConfig
 from api.reads import ProjectionJobReads
+from api.webhook_reads import WebhookReads
 from jobledger.bootstrap import Service, api_config
 from jobledger.read_models import ReadModels
 from ledger.application import JobLedger
 
 ADMIN_KEY = "test-admin-key-0123456789"
+# Host names the e2e servers resolve (`fake_dns`); any other name does not resolve.
+FAKE_DNS = {
+    "hooks.example.com": ["93.184.215.14"],
+    "internal.example.com": ["10.0.0.7"],
+    "mixed.example.com": ["93.184.215.14", "127.0.0.1"],
+}
+
+
+async def fake_dns(host: str, port: int) -> Sequence[str]:
+    try:
+        return FAKE_DNS[host.lower().rstrip(".")]
+    except KeyError:
+        raise socket.gaierror(socket.EAI_NONAME, f"{host} does not resolve") from None
 
 
 @dataclass
@@ -77,10 +91,17 @@ def api_server(service: Service) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
     read_models: list[ReadModels] = []
 
-    def make(reads: Any = None, **config_overrides: Any) -> Server:
+    def make(
+        reads: Any = None,
+        *,
+        webhook_tester: Any = None,
+        resolver: Any = fake_dns,
+        **config_overrides: Any,
+    ) -> Server:
         config: ApiConfig = replace(
             api_config(replace(service.settings, admin_key=ADMIN_KEY)), **config_overrides
         )
+        webhook_reads = None
         if reads is None:
             models = ReadModels(service)
             models.start()
@@ -88,7 +109,18 @@ def api_server(service: Service) -> Iterator[Callable[..., Server]]:
             # strong: these tests read right after writing without passing min_position;
             # eventual reads and min_position are tested in test_api_read_your_writes.py
             reads = ProjectionJobReads(service.ledger, models.store, models.waiter, strong=True)
-        server = start_server(create_app(service.ledger, config, reads), service.ledger)
+            webhook_reads = WebhookReads(service.ledger, models.store, strong=True)
+            for name, waiter in webhook_reads.waiters.items():
+                models.runners[name].position_changed.append(waiter.advanced)
+        app = create_app(
+            service.ledger,
+            config,
+            reads,
+            webhook_reads=webhook_reads,
+            webhook_tester=webhook_tester,
+            resolver=resolver,
+        )
+        server = start_server(app, service.ledger)
         started.append(server)
         return server
 

@@ -3,12 +3,17 @@ them to the live server; no answer may be a 5xx or differ from the document (sta
 content type, headers, body schema). Bounded: a fixed number of examples per operation,
 derandomised, so the run is repeatable and takes seconds.
 
-Half of the cases of an operation with a path id use an id that exists (a real job, tenant or
-key), so success responses are checked against their schemas too, not only 404s.
+Half of the cases of an operation with a path id use an id that exists (a real job, tenant,
+key, webhook endpoint or delivery), so success responses are checked against their schemas too,
+not only 404s. Deleting an endpoint uses a spare one, so the other endpoint operations keep
+finding theirs. Test events go through the real sender over a mock transport (every target
+answers 204), so no request leaves the machine.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -26,10 +31,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from jobledger.bootstrap import Service
+from jobledger.delivery_role import make_sender
+from storage.sql import SqlStore
 from tests.e2e.conftest import ADMIN_KEY, Server, Tenant, job_body
 
 MAX_EXAMPLES = 25
-UNPARAMETERISED = {"/healthz", "/readyz", "/openapi.json"}
+UNPARAMETERISED = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
 CONFORMANCE = [
     not_a_server_error,
     status_code_conformance,
@@ -39,12 +47,44 @@ CONFORMANCE = [
 ]
 
 
+@pytest.fixture
+def api(api_server: Callable[..., Server], service: Service) -> Iterator[Server]:
+    """The default server, plus a sender for `POST /v1/endpoints/{id}/test`."""
+    store = SqlStore(service.database)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(204)))
+    yield api_server(webhook_tester=make_sender(service, store, client=client))
+    store.close()
+
+
 def _known_ids(tenant: Tenant, admin: httpx.Client) -> dict[str, str]:
+    endpoints = [
+        tenant.writer.post(
+            "/v1/endpoints", json={"url": "https://hooks.example.com/fz", "event_types": ["*"]}
+        )
+        for _ in range(2)
+    ]
+    assert [e.status_code for e in endpoints] == [201, 201]
     created = tenant.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "fz"})
     assert created.status_code == 201
     spare = admin.post(f"/v1/tenants/{tenant.id}/keys", json={"role": "reader"})
     assert spare.status_code == 201
-    return {"job_id": created.json()["id"], "tenant_id": tenant.id, "key_id": spare.json()["id"]}
+    return {
+        "job_id": created.json()["id"],
+        "tenant_id": tenant.id,
+        "key_id": spare.json()["id"],
+        "endpoint_id": endpoints[0].json()["id"],
+        "spare_endpoint_id": endpoints[1].json()["id"],
+        "delivery_id": _first_delivery(tenant),
+    }
+
+
+def _first_delivery(tenant: Tenant) -> str:
+    """The job's `job.queued` delivery, which the delivery projector makes shortly."""
+    deadline = time.monotonic() + 15
+    while not (found := tenant.writer.get("/v1/deliveries").json()["deliveries"]):
+        assert time.monotonic() < deadline, "no delivery was made"
+        time.sleep(0.05)
+    return str(found[0]["id"])
 
 
 def _fuzz(api: Server, tenant: Tenant, admin: httpx.Client, mode: GenerationMode) -> int:
@@ -65,6 +105,8 @@ def _fuzz(api: Server, tenant: Tenant, admin: httpx.Client, mode: GenerationMode
             continue  # nothing in such a request can be made invalid
         token = f"Bearer {ADMIN_KEY}" if path.startswith("/v1/tenants") else writer_token
         fixed = {k: v for k, v in known.items() if "{" + k + "}" in path}
+        if operation.method.upper() == "DELETE" and "endpoint_id" in fixed:
+            fixed["endpoint_id"] = known["spare_endpoint_id"]
         strategy = operation.as_strategy(generation_mode=mode)
         if fixed:
             strategy = st.one_of(

@@ -121,3 +121,62 @@ def test_serve_starts_on_a_fresh_sqlite_file_and_stops_on_sigterm(tmp_path) -> N
         output, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, output
     assert "stopped on signal SIGTERM" in output
+
+
+def test_explain_tells_the_story_and_receipt_prints_both_formats(database_url, ledger) -> None:
+    from ledger.endpoint import EndpointSettings
+    from projections.delivery_fanout import DeliveryFanout
+    from projections.delivery_queue import DeliveryQueueProjection
+    from projections.runner import ProjectionRunner
+    from storage.config import parse_database_url
+    from storage.sql import SqlStore
+
+    settings = EndpointSettings(url="https://hooks.example.com/in", event_types=("job.failed",))
+    ledger.register_endpoint("t", settings, actor="key:k")
+    job_id = ledger.create_job(
+        make_new_job(), tenant_id="t", idempotency_key="k", actor="key:k"
+    ).job.id
+    ledger.schedule(job_id)
+    attempt = ledger.start_attempt(job_id, worker_id="worker:w", lease_seconds=30).job.attempts
+    ledger.record_failure(
+        job_id,
+        attempt=attempt,
+        failure=AttemptFailure(
+            "board_not_found", "no board", retryable=False, receipt={"status": 404}
+        ),
+        actor="worker:w",
+    )
+    store = SqlStore(parse_database_url(database_url))
+    try:
+        for projection in (DeliveryFanout(ledger), DeliveryQueueProjection(ledger)):
+            runner = ProjectionRunner(ledger, store, projection)
+            runner.setup()
+            runner.catch_up()
+    finally:
+        store.close()
+
+    told = run(database_url, "jobs", "explain", str(job_id))
+    assert told.returncode == 0, told.stderr
+    assert "Attempt 1 started at" in told.stdout
+    assert "after Pinterest answered 404 (the board does not exist); retrying would not help" in (
+        told.stdout
+    )
+    assert "The job.failed webhook was queued at" in told.stdout
+    as_json = json.loads(run(database_url, "jobs", "explain", str(job_id), "--json").stdout)
+    assert [s["type"] for s in as_json["story"]] == [
+        "JobCreated",
+        "JobScheduled",
+        "AttemptStarted",
+        "JobFailedTerminally",
+        "DeliveryCreated",
+    ]
+
+    markdown = run(database_url, "jobs", "receipt", str(job_id))
+    assert markdown.returncode == 0, markdown.stderr
+    assert markdown.stdout.startswith("#")
+    assert str(job_id) in markdown.stdout
+    receipt = json.loads(
+        run(database_url, "jobs", "receipt", str(job_id), "--format", "json").stdout
+    )
+    assert receipt["job"]["id"] == str(job_id)
+    assert receipt["outcome"]["state"] == "failed_terminal"

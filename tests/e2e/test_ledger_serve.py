@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.conftest import job_body
 
 ADMIN_KEY = "serve-admin-key-0123456789"
+METRICS_TOKEN = "serve-metrics-token-0123456789"
 
 
 def free_port() -> int:
@@ -49,6 +50,9 @@ def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, s
         "LEDGER_ADMIN_KEY": ADMIN_KEY,
         "LEDGER_MAX_BODY_BYTES": "4096",
         "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
+        "LEDGER_METRICS_TOKEN": METRICS_TOKEN,
+        "LEDGER_STUCK_QUEUED_SECONDS": "450",
+        "LEDGER_READY_MAX_LAG_EVENTS": "50",
     }
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
@@ -123,3 +127,27 @@ def test_ledger_serve_with_cli_made_keys(served: tuple[str, dict[str, str]]) -> 
         assert too_big.status_code == 413  # LEDGER_MAX_BODY_BYTES reached the app
         document = client.get("/openapi.json").json()
         assert "4096 bytes" in document["info"]["description"]
+
+
+def test_ledger_serve_reports_stuck_jobs_metrics_and_readiness(
+    served: tuple[str, dict[str, str]],
+) -> None:
+    base, env = served
+    tenant = ledger_cli(env, "tenants", "create", "Acme", "--json")
+    key = tenant["key"]
+    assert isinstance(key, dict)
+    with httpx.Client(base_url=base, timeout=30) as client:
+        writer = {"Authorization": f"Bearer {key['token']}"}
+        report = client.get("/v1/ops/stuck", headers=writer)
+        assert report.status_code == 200, report.text
+        assert report.json()["tenant_id"] == tenant["id"]
+        assert report.json()["thresholds"]["queued_seconds"] == 450.0  # from the environment
+
+        assert client.get("/metrics").status_code == 401  # LEDGER_METRICS_TOKEN is set
+        scraped = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert scraped.status_code == 200
+        assert 'ledger_projection_lag_events{projection="job_status"}' in scraped.text
+
+        ready = client.get("/readyz").json()
+        assert ready["max_lag_events"] == 50
+        assert "job_status" in ready["projections"]

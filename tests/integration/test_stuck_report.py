@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from ledger.job import AttemptFailure
@@ -81,7 +83,8 @@ def test_each_threshold_names_its_job(ledger, store, clock) -> None:
     assert report["oldest_queued_age_seconds"] == pytest.approx(715.0)
     lost_row = next(s for s in report["stuck"] if s["reason"] == "lease_expired")
     assert "worker may be gone" in lost_row["why"]
-    assert [s["since"] for s in report["stuck"]] == sorted(s["since"] for s in report["stuck"])
+    since = [datetime.fromisoformat(s["since"]) for s in report["stuck"]]
+    assert since == sorted(since)  # by time: "...:15Z" is before "...:15.65Z"
 
     with store.transaction() as tx:
         everyone = stuck_report(tx, tenant_id=None, now=clock.now(), thresholds=THRESHOLDS)

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from jobledger.bootstrap import api_config
 from jobledger.settings import Settings, SettingsError
 from ledger.errors import InvalidJob
 from ledger.request import MediaSource, Pin
 from ledger.retry import RetryPolicy
+from projections.stuck import StuckThresholds
 from storage.config import DatabaseURLError, parse_database_url
 from tests.conftest import make_new_job
 
@@ -128,8 +130,42 @@ def test_settings_from_env() -> None:
         ("LEDGER_JOB_RETRY_BASE_SECONDS", "nan"),
         ("LEDGER_JOB_RETRY_CAP_SECONDS", "1"),  # below the default base of 30
         ("LEDGER_DATABASE_URL", "oracle://db"),
+        ("LEDGER_STUCK_QUEUED_SECONDS", "-5"),
+        ("LEDGER_STUCK_OVERDUE_SECONDS", "soon"),
+        ("LEDGER_STUCK_LEASE_GRACE_SECONDS", "inf"),
+        ("LEDGER_STUCK_MAX_RETRYING_ATTEMPTS", "-1"),
+        ("LEDGER_STUCK_MAX_RETRYING_ATTEMPTS", "2.5"),
+        ("LEDGER_READY_MAX_LAG_EVENTS", "-1"),
+        ("LEDGER_READY_MAX_LAG_EVENTS", "many"),
+        ("LEDGER_METRICS_TOKEN", "too-short"),
     ],
 )
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name.rsplit("_", 2)[0]):
         Settings.from_env({name: value})
+
+
+def test_projection_settings_reach_the_api_config() -> None:
+    defaults = api_config(Settings.from_env({}))
+    assert defaults.stuck_thresholds == StuckThresholds()
+    assert defaults.ready_max_lag_events == 1000
+    assert defaults.metrics_token is None
+
+    config = api_config(
+        Settings.from_env(
+            {
+                "LEDGER_STUCK_QUEUED_SECONDS": "90.5",
+                "LEDGER_STUCK_OVERDUE_SECONDS": "30",
+                "LEDGER_STUCK_LEASE_GRACE_SECONDS": "0",
+                "LEDGER_STUCK_MAX_RETRYING_ATTEMPTS": "0",
+                "LEDGER_READY_MAX_LAG_EVENTS": "0",
+                "LEDGER_METRICS_TOKEN": "scrape-0123456789abcdef",
+            }
+        )
+    )
+    assert config.stuck_thresholds == StuckThresholds(
+        queued_seconds=90.5, overdue_seconds=30, lease_grace_seconds=0, max_retrying_attempts=0
+    )
+    assert config.ready_max_lag_events == 0
+    assert config.metrics_token == "scrape-0123456789abcdef"
+    assert "scrape-0123456789abcdef" not in repr(config)

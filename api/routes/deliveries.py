@@ -1,0 +1,164 @@
+"""`/v1/deliveries`: list webhook deliveries (dead letters too), read one with every attempt,
+retry one by hand."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api import schemas
+from api import webhook_schemas as ws
+from api.auth import Permission, Principal
+from api.bodies import read_json
+from api.context import ApiState, api_state
+from api.http import json_response, path_uuid
+from api.problems import Problem
+from api.webhook_reads import DeliveryFilters, WebhookReads
+from ledger.application import JobLedger
+from ledger.delivery import Delivery
+
+MANUAL_RETRY_REASON = "manual"
+
+
+async def list_deliveries(request: Request) -> Response:
+    api = api_state(request)
+    who = await api.authorize(request, Permission.READ_WEBHOOKS)
+    query = schemas.parse_query(list(request.query_params.multi_items()), ws.LIST_DELIVERIES_PARAMS)
+    filters = DeliveryFilters(
+        state=query.get("state"),
+        endpoint_id=query.get("endpoint_id"),
+        job_id=query.get("job_id"),
+    )
+    return await delivery_page(
+        request, api, tenant_scope(who, query.get("tenant_id")), filters, query
+    )
+
+
+async def get_delivery(request: Request) -> Response:
+    api = api_state(request)
+    who = await api.authorize(request, Permission.READ_WEBHOOKS)
+    delivery_id = path_uuid(request, ws.DELIVERY_ID, not_found="delivery")
+    schemas.parse_query(list(request.query_params.multi_items()), [])
+    detail = await api.call(_delivery_detail, api.ledger, delivery_id, who.scope)
+    return json_response(detail)
+
+
+async def retry_delivery(request: Request) -> Response:
+    api = api_state(request)
+    who = await api.authorize(request, Permission.MANAGE_WEBHOOKS)
+    delivery_id = path_uuid(request, ws.DELIVERY_ID, not_found="delivery")
+    schemas.parse_query(list(request.query_params.multi_items()), [])
+    body = await read_json(request, required=False) or {}
+    schemas.validate_body(ws.DELIVERY_ACTION, body)
+    retried = await api.call(
+        api.ledger.retry_delivery,
+        delivery_id,
+        tenant_id=who.scope,
+        actor=who.actor,
+        reason=body.get("reason") or MANUAL_RETRY_REASON,
+    )
+    return json_response(retried.aggregate.describe(), position=retried.position)
+
+
+# -- shared with the endpoint routes --
+
+
+async def delivery_page(
+    request: Request,
+    api: ApiState,
+    tenant_id: str | None,
+    filters: DeliveryFilters,
+    query: dict[str, Any],
+) -> Response:
+    reads = webhook_reads(api, request)
+    page = await api.call(
+        reads.list_deliveries,
+        tenant_id,
+        filters,
+        query.get("limit", schemas.LIST_LIMIT_DEFAULT),
+        query.get("cursor"),
+        query.get("min_position"),
+    )
+    return json_response({"deliveries": page.items, "next_cursor": page.next_cursor})
+
+
+def tenant_scope(who: Principal, asked: str | None) -> str | None:
+    """Admin keys see every tenant or the one asked for; tenant keys only their own."""
+    if who.scope is None:
+        return asked
+    if asked is not None and asked != who.scope:
+        raise Problem(
+            "forbidden",
+            f"A {who.role} key sees only its own tenant; tenant_id is for admin keys.",
+            extra={"role": who.role},
+        )
+    return who.scope
+
+
+def webhook_reads(api: ApiState, request: Request) -> WebhookReads:
+    if api.webhook_reads is None:
+        raise Problem("not-found", f"{request.url.path} needs read models; this app has none.")
+    return api.webhook_reads
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+# -- internals --
+
+
+def _delivery_detail(ledger: JobLedger, delivery_id: UUID, tenant_id: str | None) -> Any:
+    delivery = ledger.get_delivery(delivery_id, tenant_id=tenant_id)
+    attempts = [
+        e for e in ledger.delivery_attempts(delivery_id) if e.originator_version <= delivery.version
+    ]
+    detail = {
+        **delivery.describe(),
+        "payload": orjson.loads(delivery.payload),
+        "attempt_log": [_attempt(e) for e in attempts],
+    }
+    return _plain(detail)
+
+
+def _attempt(event: Delivery.DeliveryAttempted) -> dict[str, Any]:
+    return {
+        "attempt": event.attempt,
+        "succeeded": event.succeeded,
+        "result_state": event.result_state,
+        "next_attempt_at": iso(event.next_attempt_at),
+        "hold_reason": event.hold_reason,
+        "occurred_at": iso(event.timestamp),
+        "actor": event.actor,
+        "receipt": event.receipt,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Plain JSON: any time the store gave back as a datetime (e.g. inside a receipt the
+    sender wrote) becomes RFC 3339 text."""
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+routes = [
+    Route("/v1/deliveries", list_deliveries, methods=["GET"], name="deliveries"),
+    Route("/v1/deliveries/{delivery_id}", get_delivery, methods=["GET"], name="get_delivery"),
+    Route(
+        "/v1/deliveries/{delivery_id}/retry",
+        retry_delivery,
+        methods=["POST"],
+        name="retry_delivery",
+    ),
+]

@@ -1,0 +1,163 @@
+"""The webhook read path of the API: endpoint and delivery lists, health, what to recover.
+
+Lists come from the read models (`projections.delivery_queue`, `projections.endpoint_health`),
+which follow the log within milliseconds; a single endpoint or delivery is read from the ledger
+itself (always current). Read-your-writes as for jobs: a client passes the `Ledger-Position`
+of its write as `min_position` and the list waits (at most `wait_seconds`) until the read
+model has applied it; `strong` makes every read wait for the log's end as of its start.
+
+All methods are synchronous and are called from worker threads. A `tenant_id` of None means
+every tenant (admin keys); another tenant's objects are not found, never a 403.
+This module never writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from api.reads import Page, decode_cursor, encode_cursor
+from ledger.application import JobLedger
+from ledger.endpoint import Endpoint, EndpointState
+from ledger.errors import EndpointNotFound, store_errors
+from projections.delivery_queue import list_deliveries
+from projections.endpoint_health import health_report, list_endpoint_ids
+from projections.runner import PositionWaiter
+from storage.sql import SqlStore
+
+QUEUE = "delivery_queue"
+HEALTH = "endpoint_health"
+
+
+@dataclass(frozen=True)
+class DeliveryFilters:
+    state: str | None = None
+    endpoint_id: str | None = None
+    job_id: str | None = None
+
+
+class WebhookReads:
+    def __init__(
+        self,
+        ledger: JobLedger,
+        store: SqlStore,
+        *,
+        wait_seconds: float = 5.0,
+        strong: bool = False,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.wait_seconds = wait_seconds
+        self.strong = strong
+        # Fed by the runners of this process when the composition root wires them
+        # (`waiters[name].advanced`); otherwise they read the tracking rows.
+        self.waiters = {name: PositionWaiter(store, name) for name in (QUEUE, HEALTH)}
+
+    def list_endpoints(
+        self, tenant_id: str | None, limit: int, cursor: str | None, min_position: int | None
+    ) -> Page:
+        """Endpoints (not deleted) in registration order, as `Endpoint.describe()` shows them."""
+        after = decode_cursor(cursor) if cursor is not None else 0
+        self._caught_up(HEALTH, min_position)
+        with self.store.transaction() as tx:
+            ids, last = list_endpoint_ids(tx, tenant_id, limit=limit, after_position=after)
+        items = []
+        for endpoint_id in ids:
+            try:
+                items.append(self.ledger.get_endpoint(UUID(endpoint_id), tenant_id=tenant_id))
+            except EndpointNotFound:  # deleted since the read model saw it
+                continue
+        return Page(
+            [e.describe() for e in items], encode_cursor(last) if last is not None else None
+        )
+
+    def list_deliveries(
+        self,
+        tenant_id: str | None,
+        filters: DeliveryFilters,
+        limit: int,
+        cursor: str | None,
+        min_position: int | None,
+    ) -> Page:
+        """Deliveries in creation order (without their bodies)."""
+        after = decode_cursor(cursor) if cursor is not None else 0
+        self._caught_up(QUEUE, min_position)
+        with self.store.transaction() as tx:
+            page = list_deliveries(
+                tx,
+                tenant_id=tenant_id,
+                endpoint_id=filters.endpoint_id,
+                job_id=filters.job_id,
+                states=[filters.state] if filters.state else (),
+                limit=limit,
+                after_position=after,
+            )
+        last = page.last_position
+        return Page(
+            [orjson.loads(d) for d in page.docs], encode_cursor(last) if last is not None else None
+        )
+
+    def health(self, endpoint: Endpoint, *, now: datetime, window_seconds: float) -> dict[str, Any]:
+        """The endpoint-health report; an endpoint the read model has not seen yet has had no
+        attempts, so it is reported as such."""
+        self._caught_up(HEALTH, None)
+        with self.store.transaction() as tx:
+            report = health_report(tx, str(endpoint.id), now=now, window_seconds=window_seconds)
+        if report is not None:
+            return report
+        return {
+            "endpoint_id": str(endpoint.id),
+            "state": "healthy" if endpoint.state == EndpointState.ACTIVE else "disabled",
+            "endpoint_state": str(endpoint.state),
+            "window_seconds": window_seconds,
+            "attempts": 0,
+            "succeeded": 0,
+            "success_rate": None,
+            "latency_ms": {"p50": None, "p95": None},
+            "consecutive_failures": 0,
+            "failing_since": None,
+            "consecutive_dead_letters": 0,
+            "dead_letters_total": 0,
+            "last_success_at": None,
+            "last_failure_at": None,
+            "last_error": None,
+        }
+
+    def deliveries_in(
+        self, endpoint_id: UUID, states: tuple[str, ...], *, since: datetime, limit: int
+    ) -> list[UUID]:
+        """Ids of the endpoint's deliveries in `states` made at or after `since`, oldest first,
+        at most `limit`; after waiting for the read model to reach the log's end (bounded)."""
+        self._caught_up(QUEUE, self._log_head())
+        found: list[UUID] = []
+        after = 0
+        while len(found) < limit:
+            with self.store.transaction() as tx:
+                page = list_deliveries(
+                    tx,
+                    endpoint_id=str(endpoint_id),
+                    states=states,
+                    created_since=since,
+                    limit=min(500, limit - len(found)),
+                    after_position=after,
+                )
+            found.extend(UUID(orjson.loads(d)["id"]) for d in page.docs)
+            if page.last_position is None:
+                break
+            after = page.last_position
+        return found
+
+    def _log_head(self) -> int:
+        with store_errors():
+            return int(self.ledger.recorder.max_notification_id() or 0)
+
+    def _caught_up(self, name: str, min_position: int | None) -> bool:
+        if not min_position and self.strong:
+            min_position = self._log_head()
+        if not min_position:
+            return True
+        return self.waiters[name].wait(min_position, self.wait_seconds)

@@ -1,0 +1,94 @@
+"""The delivery role, wired: settings -> `SenderConfig`, the lease table, and the sender's
+asyncio loop in the role's thread. Used by `ledger serve --role delivery|all`.
+
+The sender finds due work in the `delivery_queue` view, so a process running this role also
+runs the read models (`jobledger.read_models`); their delivery-queue runner wakes the sender as
+soon as the view moves (a thread-safe hand-off to the sender's loop), with a slow fallback poll
+for views moved by another process (on PostgreSQL one runner per projection is elected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import uuid
+
+import httpx
+
+from delivery.claims import prepare_tables
+from delivery.sender import Sender, SenderConfig
+from jobledger.bootstrap import Service
+from jobledger.read_models import ReadModels
+from storage.sql import SqlStore
+
+log = logging.getLogger("jobledger")
+
+QUEUE_RUNNER = "delivery_queue"
+
+
+def sender_config(service: Service, **overrides: object) -> SenderConfig:
+    """The sender's configuration from the service's settings (`overrides` for tests)."""
+    settings = service.settings
+    webhooks = settings.webhooks
+    owner = f"delivery:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    fields: dict[str, object] = {
+        "owner": owner,
+        "retry_schedule": tuple(webhooks.retry_schedule),
+        "timeout_seconds": webhooks.timeout_seconds,
+        "concurrency": webhooks.concurrency,
+        "endpoint_concurrency": webhooks.endpoint_concurrency,
+        "allow_private_targets": webhooks.private_targets_allowed(service.database),
+        "disable_after_seconds": webhooks.disable_after_seconds,
+        "disable_after_dead_letters": webhooks.disable_after_dead_letters,
+        "ledger_threads": max(2, min(webhooks.concurrency, settings.api_threads)),
+    }
+    fields.update(overrides)
+    return SenderConfig(**fields)  # type: ignore[arg-type]
+
+
+def make_sender(
+    service: Service,
+    store: SqlStore,
+    *,
+    client: httpx.AsyncClient | None = None,
+    **overrides: object,
+) -> Sender:
+    """A sender over the service's ledger (the lease table is created if missing). The API
+    process can make one in its lifespan for `Sender.deliver_now`."""
+    prepare_tables(store)
+    return Sender(service.ledger, store, sender_config(service, **overrides), client=client)
+
+
+class DeliveryRole:
+    """The sender over the process's shared read models (`ReadModels`, started by the caller)."""
+
+    def __init__(
+        self,
+        service: Service,
+        read_models: ReadModels,
+        *,
+        client: httpx.AsyncClient | None = None,
+        **overrides: object,
+    ) -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per webhook request
+        self.store = SqlStore(service.database, max_connections=4)
+        self.sender = make_sender(service, self.store, client=client, **overrides)
+        self.read_models = read_models
+        read_models.runners[QUEUE_RUNNER].position_changed.append(self.sender.wake)
+
+    def wake(self, position: int = 0) -> None:
+        self.sender.wake(position)
+
+    def run(self, stop: threading.Event) -> None:
+        """Run the sender's loop in this thread until `stop` is set; in-flight sends finish
+        (or are cut short after the drain period: their leases are released)."""
+        try:
+            asyncio.run(self.sender.run(stop))
+        finally:
+            callbacks = self.read_models.runners[QUEUE_RUNNER].position_changed
+            if self.sender.wake in callbacks:
+                callbacks.remove(self.sender.wake)
+            self.store.close()

@@ -1,0 +1,75 @@
+"""`AggregateCommands`: load-decide-save with optimistic concurrency, shared by the ledger's
+command mixins (tenancy, webhooks).
+
+A command loads the aggregate, decides (which may refuse with a `LedgerError` and write
+nothing, or find nothing to do), and saves. When another writer saved the same aggregate
+first, it is decided again on the fresh state, up to `COMMAND_RETRIES` times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from ledger.errors import ConcurrentUpdate, store_errors
+
+COMMAND_RETRIES = 8
+
+A = TypeVar("A", bound=Aggregate)
+
+
+@dataclass(frozen=True)
+class Changed:
+    """An aggregate after a command, and the log positions it wrote (none: nothing changed)."""
+
+    aggregate: Any
+    positions: tuple[int, ...]
+
+    @property
+    def position(self) -> int:
+        return max(self.positions, default=0)
+
+
+class AggregateCommands(Application[UUID]):
+    def _load(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        try:
+            with store_errors():
+                aggregate: Any = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate if isinstance(aggregate, kind) else None
+
+    def _update_aggregate(
+        self,
+        aggregate_id: UUID,
+        kind: type[A],
+        not_found: Callable[[UUID], Exception],
+        tenant_id: str | None,
+        decide: Callable[[A], bool],
+    ) -> Changed:
+        """Load (404 unless it is the tenant's; None: any tenant), decide, save."""
+        for _ in range(COMMAND_RETRIES):
+            aggregate = self._load(aggregate_id, kind)
+            if aggregate is None or (
+                tenant_id is not None and getattr(aggregate, "tenant_id", None) != tenant_id
+            ):
+                raise not_found(aggregate_id)
+            if not decide(aggregate):
+                return Changed(aggregate, ())
+            try:
+                with store_errors():
+                    recordings = self.save(aggregate)
+            except IntegrityError:
+                continue  # someone else wrote it first: decide again on fresh state
+            return Changed(aggregate, tuple(r.notification.id for r in recordings))
+        raise ConcurrentUpdate(
+            f"{kind.__name__} {aggregate_id} kept changing while this command was applied "
+            f"({COMMAND_RETRIES} tries); nothing was written. Try again.",
+            id=str(aggregate_id),
+        )

@@ -1,0 +1,63 @@
+"""`AggregateCache`: the aggregate as it was just before an event, for projections that keep
+one row per aggregate by applying each event to its predecessor.
+
+A bounded in-memory LRU of the latest version seen; on a miss (or a version gap) the aggregate
+is rebuilt from the log up to the version before the event. So a row is, by construction, what
+the aggregate itself would say after that event.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+from ledger.application import JobLedger
+
+
+class AggregateCache:
+    def __init__(self, ledger: JobLedger, *, size: int = 10_000) -> None:
+        self.ledger = ledger
+        self.size = size
+        self._items: OrderedDict[UUID, Any] = OrderedDict()
+
+    def apply(self, event: Any) -> Any:
+        """The aggregate after `event` (remembered for the next one)."""
+        aggregate = event.mutate(self._before(event))
+        self._items[aggregate.id] = aggregate
+        self._items.move_to_end(aggregate.id)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return aggregate
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def preload(self, events: Iterable[Any]) -> None:
+        """Load every aggregate a batch will need, as it was just before its first event in
+        the batch, so that `apply` finds them here. Call it before the view's transaction
+        opens: on SQLite that transaction holds the database's write lock, and reading the
+        ledger inside it can deadlock with ledger writers queued in the event store's
+        connection pool (each waits for the other until the pool times out)."""
+        firsts: dict[UUID, Any] = {}
+        for event in events:
+            firsts.setdefault(event.originator_id, event)
+        for event in firsts.values():
+            if event.originator_version == 1:
+                continue
+            cached = self._items.get(event.originator_id)
+            if cached is not None and cached.version == event.originator_version - 1:
+                continue
+            self._items[event.originator_id] = self._before(event)
+            self._items.move_to_end(event.originator_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def _before(self, event: Any) -> Any:
+        if event.originator_version == 1:
+            return None
+        cached = self._items.get(event.originator_id)
+        if cached is not None and cached.version == event.originator_version - 1:
+            return cached
+        return self.ledger.repository.get(event.originator_id, version=event.originator_version - 1)

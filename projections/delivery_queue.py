@@ -1,0 +1,187 @@
+"""The delivery-queue read model (SPEC section 7): one row per webhook delivery.
+
+Senders find due work here (`state = 'pending' AND next_attempt_at <= now`, indexed); the API
+lists an endpoint's deliveries, dead letters and what `recover` should redeliver from it. Rows
+are derived only from `Delivery` events (each applied to the delivery as it was just before it),
+so a rebuild gives the same rows. `doc` is the delivery as the API shows it, without its body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from ledger.application import JobLedger
+from ledger.delivery import Delivery
+from projections.aggregate_cache import AggregateCache
+from storage.sql import SqlStore, Tx, utc_text
+
+DELIVERY_TOPICS = frozenset(
+    cls.TOPIC
+    for cls in (
+        Delivery.DeliveryCreated,
+        Delivery.DeliveryAttempted,
+        Delivery.DeliveryHeld,
+        Delivery.DeliveryRetryRequested,
+    )
+)
+COLUMNS = (
+    "delivery_id",
+    "tenant_id",
+    "endpoint_id",
+    "event_type",
+    "origin",
+    "job_id",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+    "last_attempt_at",
+    "last_status_code",
+    "version",
+    "position",
+    "created_position",
+    "doc",
+)
+KEEP_ON_UPDATE = frozenset({"delivery_id", "created_position"})
+
+
+class DeliveryQueueProjection:
+    def __init__(
+        self, ledger: JobLedger, *, table: str = "delivery_queue", cache_size: int = 10_000
+    ) -> None:
+        self.table = table
+        self.name = table
+        self.topics = DELIVERY_TOPICS
+        self._cache = AggregateCache(ledger, size=cache_size)
+
+    def create_tables(self, tx: Tx) -> None:
+        t = self.table
+        tx.execute(
+            f"CREATE TABLE IF NOT EXISTS {t} ("
+            "delivery_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, endpoint_id TEXT NOT NULL, "
+            "event_type TEXT NOT NULL, origin TEXT NOT NULL, job_id TEXT, state TEXT NOT NULL, "
+            "attempts INTEGER NOT NULL, next_attempt_at TEXT, created_at TEXT NOT NULL, "
+            "updated_at TEXT NOT NULL, last_attempt_at TEXT, last_status_code INTEGER, "
+            "version INTEGER NOT NULL, position BIGINT NOT NULL, "
+            "created_position BIGINT NOT NULL, doc TEXT NOT NULL)"
+        )
+        for name, cols in (
+            ("due", "state, next_attempt_at"),
+            ("endpoint", "endpoint_id, created_position"),
+            ("endpoint_state", "endpoint_id, state, created_position"),
+            ("job", "job_id"),
+        ):
+            tx.execute(f"CREATE INDEX IF NOT EXISTS {t}_{name} ON {t} ({cols})")
+
+    def drop_tables(self, tx: Tx) -> None:
+        tx.execute(f"DROP TABLE IF EXISTS {self.table}")
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    def prepare(self, store: SqlStore, events: Sequence[tuple[int, Any]]) -> None:
+        """Before the view's transaction (the runner calls it): load the deliveries the batch
+        needs, so `apply` never reads the ledger while holding SQLite's write lock."""
+        self._cache.preload(event for _, event in events)
+
+    def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
+        changed: dict[UUID, tuple[Delivery, int]] = {}
+        created: dict[UUID, int] = {}
+        for position, event in events:
+            delivery: Delivery = self._cache.apply(event)
+            changed[delivery.id] = (delivery, position)
+            if event.originator_version == 1:
+                created[delivery.id] = position
+        rows = [_row(d, position, created.get(d.id, 0)) for d, position in changed.values()]
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in KEEP_ON_UPDATE)
+        tx.executemany(
+            f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
+            f"ON CONFLICT (delivery_id) DO UPDATE SET {updates}",
+            rows,
+        )
+
+
+def _row(delivery: Delivery, position: int, created_position: int) -> tuple[Any, ...]:
+    last = delivery.last_attempt or {}
+    return (
+        str(delivery.id),
+        delivery.tenant_id,
+        delivery.endpoint_id,
+        delivery.event_type,
+        delivery.origin,
+        delivery.job_id,
+        str(delivery.state),
+        delivery.attempts,
+        utc_text(delivery.next_attempt_at),
+        utc_text(delivery.created_at),
+        utc_text(delivery.updated_at),
+        last.get("attempted_at"),
+        last.get("status_code"),
+        delivery.version,
+        position,
+        created_position,
+        orjson.dumps(delivery.describe()).decode(),
+    )
+
+
+# -- queries --
+
+
+@dataclass(frozen=True)
+class DeliveryPage:
+    docs: list[str]
+    last_position: int | None  # creation position of the last row, when more follow
+
+
+def list_deliveries(
+    tx: Tx,
+    *,
+    endpoint_id: str | None = None,
+    tenant_id: str | None = None,
+    states: Sequence[str] = (),
+    job_id: str | None = None,
+    created_since: datetime | None = None,
+    limit: int = 100,
+    after_position: int = 0,
+    table: str = "delivery_queue",
+) -> DeliveryPage:
+    """Oldest first (creation order); `after_position` continues a previous page."""
+    where = ["created_position > ?"]
+    params: list[Any] = [after_position]
+    for column, value in (("endpoint_id", endpoint_id), ("tenant_id", tenant_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if job_id is not None:
+        where.append("job_id = ?")
+        params.append(job_id)
+    if states:
+        where.append(f"state IN ({', '.join('?' for _ in states)})")
+        params.extend(states)
+    if created_since is not None:
+        where.append("created_at >= ?")
+        params.append(utc_text(created_since))
+    rows = tx.execute(
+        f"SELECT doc, created_position FROM {table} WHERE {' AND '.join(where)} "
+        "ORDER BY created_position LIMIT ?",
+        [*params, limit + 1],
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return DeliveryPage([str(r[0]) for r in rows], int(rows[-1][1]) if more and rows else None)
+
+
+def delivery_counts(tx: Tx, table: str = "delivery_queue") -> list[tuple[str, str, int]]:
+    """(endpoint_id, state, count) for /metrics."""
+    rows = tx.execute(
+        f"SELECT endpoint_id, state, COUNT(*) FROM {table} GROUP BY endpoint_id, state"
+    ).fetchall()
+    return [(str(e), str(s), int(n)) for e, s, n in rows]

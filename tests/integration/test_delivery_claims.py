@@ -1,0 +1,143 @@
+"""Leasing due deliveries from the delivery-queue view (`delivery.claims`) on both stores:
+oldest due first, no delivery leased twice while its lease lives (also with senders claiming
+at once from several threads), expired leases taken over, exclusions honoured."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+
+from delivery.claims import TEST_DELIVERY_GRACE, DeliveryClaims, prepare_tables
+from projections.delivery_queue import COLUMNS, DeliveryQueueProjection
+from storage.config import parse_database_url
+from storage.sql import SqlStore, utc_text
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(database_url):
+    database = parse_database_url(database_url)
+    if database.is_postgres:
+        with database.connect() as conn:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"')
+    s = SqlStore(database, max_connections=8)
+    with s.transaction() as tx:
+        DeliveryQueueProjection(None).create_tables(tx)  # type: ignore[arg-type]
+    prepare_tables(s)
+    yield s
+    s.close()
+
+
+def add(store, *, endpoint="e1", due=NOW, state="pending", origin="event", created=NOW, n=1):
+    ids = []
+    rows = []
+    for _ in range(n):
+        delivery_id = str(uuid4())
+        ids.append(delivery_id)
+        values = {
+            "delivery_id": delivery_id,
+            "tenant_id": "t",
+            "endpoint_id": endpoint,
+            "event_type": "job.queued",
+            "origin": origin,
+            "job_id": None,
+            "state": state,
+            "attempts": 0,
+            "next_attempt_at": utc_text(due),
+            "created_at": utc_text(created),
+            "updated_at": utc_text(created),
+            "last_attempt_at": None,
+            "last_status_code": None,
+            "version": 1,
+            "position": 1,
+            "created_position": 1,
+            "doc": "{}",
+        }
+        rows.append(tuple(values[c] for c in COLUMNS))
+    with store.transaction() as tx:
+        tx.executemany(
+            f"INSERT INTO delivery_queue ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in COLUMNS)})",
+            rows,
+        )
+    return ids
+
+
+def test_oldest_due_first_only_due_pending_rows_and_exclusions(store):
+    late = add(store, due=NOW - timedelta(seconds=1))
+    early = add(store, due=NOW - timedelta(seconds=5))
+    add(store, due=NOW + timedelta(seconds=5))  # not due
+    add(store, state="succeeded", due=NOW - timedelta(seconds=9))
+    other = add(store, endpoint="e2", due=NOW - timedelta(seconds=9))
+    add(store, origin="test", due=NOW - timedelta(seconds=9), created=NOW)  # its request sends it
+    old_test = add(store, origin="test", created=NOW - TEST_DELIVERY_GRACE - timedelta(seconds=1))
+    claims = DeliveryClaims(store, owner="a")
+    leases = claims.claim(NOW, limit=10, lease_seconds=30, exclude_endpoints={"e2"})
+    assert [lease.delivery_id for lease in leases] == early + late + old_test
+    assert all(lease.attempt == 1 and lease.owner == "a" for lease in leases)
+    assert claims.claim(NOW, limit=10, lease_seconds=30, exclude_endpoints={"e2"}) == []
+    others = DeliveryClaims(store, owner="b").claim(NOW, limit=10, lease_seconds=30)
+    assert [lease.delivery_id for lease in others] == other
+
+
+def test_a_live_lease_blocks_an_expired_one_is_taken_over_and_release_frees(store):
+    (delivery_id,) = add(store)
+    a, b = DeliveryClaims(store, owner="a"), DeliveryClaims(store, owner="b")
+    assert [lease.delivery_id for lease in a.claim(NOW, limit=5, lease_seconds=10)] == [delivery_id]
+    assert b.claim(NOW + timedelta(seconds=9), limit=5, lease_seconds=10) == []
+    assert b.claim_one(delivery_id, "e1", 1, NOW + timedelta(seconds=9), 10) is None
+    assert a.next_due(NOW) is None  # its only row is leased
+    taken = b.claim(NOW + timedelta(seconds=10), limit=5, lease_seconds=10)
+    assert [lease.owner for lease in taken] == ["b"]
+    a.release(delivery_id)  # not a's lease any more: nothing happens
+    assert a.claim(NOW + timedelta(seconds=11), limit=5, lease_seconds=10) == []
+    b.release(delivery_id)
+    assert a.next_due(NOW + timedelta(seconds=11)) == NOW
+    assert len(a.claim(NOW + timedelta(seconds=11), limit=5, lease_seconds=10)) == 1
+    assert a.purge(NOW + timedelta(hours=2)) == 1
+
+
+def test_accept_refuses_rows_and_scan_looks_past_them(store):
+    first = add(store, endpoint="busy", due=NOW - timedelta(seconds=9), n=3)
+    wanted = add(store, endpoint="free", due=NOW - timedelta(seconds=1), n=2)
+    claims = DeliveryClaims(store, owner="a")
+    leases = claims.claim(
+        NOW, limit=2, lease_seconds=30, accept=lambda due: due.endpoint_id == "free", scan=10
+    )
+    assert [lease.delivery_id for lease in leases] == wanted
+    assert {lease.delivery_id for lease in claims.claim(NOW, limit=5, lease_seconds=30)} == set(
+        first
+    )
+
+
+def test_concurrent_claimers_never_lease_one_delivery_twice(store):
+    ids = add(store, due=NOW - timedelta(seconds=1), n=120)
+    leased: Counter[str] = Counter()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def claimer(name: str) -> None:
+        claims = DeliveryClaims(store, owner=name)
+        try:
+            for _ in range(60):  # bounded
+                got = claims.claim(NOW, limit=7, lease_seconds=60)
+                with lock:
+                    leased.update(lease.delivery_id for lease in got)
+                if not got:
+                    return
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=claimer, args=(f"s{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    assert set(leased) == set(ids)
+    assert set(leased.values()) == {1}

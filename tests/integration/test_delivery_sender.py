@@ -1,0 +1,305 @@
+"""The webhook sender end to end on both stores: the real service, its read models, the delivery
+role's loop, and recording receivers under uvicorn on 127.0.0.1.
+
+Signatures are checked with the `standardwebhooks` reference library. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from ledger.clock import ManualClock
+from ledger.delivery import DeliveryState
+from ledger.endpoint import EndpointState
+from tests.fakes.receiver import RESET, Received, Reply, redirect, slow
+from tests.fakes.receiver import webhook_receiver as webhook_receiver  # a fixture
+from tests.integration.delivery_harness import DeliveryEnv, wait_until
+
+CLOSED_PORT_URL = "http://127.0.0.1:9/hooks"  # discard: nothing listens there
+
+
+@pytest.fixture
+def make_env(database_url) -> Iterator:
+    made: list[DeliveryEnv] = []
+
+    def make(**options) -> DeliveryEnv:
+        env = DeliveryEnv(database_url, **options)
+        made.append(env)
+        return env
+
+    yield make
+    for env in made:
+        env.close()
+
+
+def verify(secret: str, request: Received) -> dict:
+    return Webhook(secret).verify(request.body, request.headers)
+
+
+def signature(secret: str, request: Received) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = (
+        f"{request.headers['webhook-id']}.{request.headers['webhook-timestamp']}.".encode()
+        + request.body
+    )
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def test_retries_across_failure_kinds_keep_one_webhook_id_and_verify(make_env, webhook_receiver):
+    env = make_env()
+    receiver = webhook_receiver()
+    # connection refused first (nothing listens), then the receiver: 500, 302, a timeout, 200
+    registered = env.endpoint(
+        CLOSED_PORT_URL, timeout_seconds=0.5, retry_schedule=(0.5,) + (0.05,) * 9
+    )
+    endpoint_id = registered.endpoint.id
+    receiver.script(
+        "/a", Reply(500), redirect("https://elsewhere.example/", 302), slow(1.5), then=Reply(204)
+    )
+    env.job("job-1")
+    delivery = env.one_delivery(endpoint_id)
+    wait_until(lambda: env.attempts_sent(delivery.id), "the first attempt")
+    env.ledger.update_endpoint(
+        endpoint_id, tenant_id=None, changes={"url": receiver.url("/a")}, actor="key:test"
+    )
+    final = env.wait_state(delivery.id, DeliveryState.SUCCEEDED)
+
+    sent = env.attempts_sent(delivery.id)
+    classes = [s.error_class for s in sent]
+    assert classes[0] == "connection"
+    assert classes[-4:] == ["http_status", "redirect", "timeout", None]
+    assert set(classes) == {"connection", "http_status", "redirect", "timeout", None}
+    assert {s.request.headers["webhook-id"] for s in sent} == {delivery.webhook_id}
+    assert [s.attempt for s in sent] == list(range(1, len(sent) + 1))
+    assert final.attempts == len(sent)
+    # what the ledger recorded matches what was sent
+    recorded = env.ledger.delivery_attempts(delivery.id)
+    assert [e.receipt["error_class"] for e in recorded] == classes
+    assert recorded[0].receipt["status_code"] is None
+    error, redirected, timed_out, succeeded = (e.receipt for e in recorded[-4:])
+    assert error["status_code"] == 500
+    assert redirected["error"].endswith("(redirects are not followed)")
+    assert timed_out["error"] == "no answer within 0.5 s"
+    assert succeeded["status_code"] == 204
+    assert set(succeeded) == {
+        "attempted_at",
+        "url",
+        "webhook_timestamp",
+        "status_code",
+        "latency_ms",
+        "response_headers",
+        "response_body",
+        "error_class",
+        "error",
+    }
+    # the receiver got four signed requests, one webhook-id, the exact payload each time
+    got = receiver.requests_for("/a")
+    assert len(got) == 4
+    assert {r.headers["webhook-id"] for r in got} == {delivery.webhook_id}
+    for request in got:
+        assert request.body == delivery.payload.encode()
+        body = verify(registered.secret, request)
+        assert body["type"] == "job.queued"
+        assert request.headers["content-type"] == "application/json"
+    stamps = [int(r.headers["webhook-timestamp"]) for r in got]
+    assert stamps == sorted(stamps)
+    # the redirect was not followed: nothing went to elsewhere.example
+    assert all(s.request.url in (CLOSED_PORT_URL, receiver.url("/a")) for s in sent)
+
+
+def test_dead_letter_after_the_schedule_then_manual_retry_delivers(make_env, webhook_receiver):
+    env = make_env()
+    receiver = webhook_receiver()
+    registered = env.endpoint(receiver.url("/dl"), retry_schedule=(0.05, 0.05))
+    receiver.script("/dl", Reply(500), Reply(503, {"retry-after": "0"}), RESET, then=Reply(200))
+    env.job("job-1")
+    delivery = env.one_delivery(registered.endpoint.id)
+    dead = env.wait_state(delivery.id, DeliveryState.DEAD_LETTERED)
+    assert dead.attempts == 3
+    assert len(receiver.requests_for("/dl")) == 3
+    assert [e.receipt["error_class"] for e in env.ledger.delivery_attempts(delivery.id)] == [
+        "http_status",
+        "http_status",
+        "connection",
+    ]
+
+    env.ledger.retry_delivery(delivery.id, tenant_id=None, actor="key:test")
+    done = env.wait_state(delivery.id, DeliveryState.SUCCEEDED)
+    assert done.attempts == 4
+    got = receiver.wait_for(4, path="/dl")
+    assert {r.headers["webhook-id"] for r in got} == {delivery.webhook_id}
+    verify(registered.secret, got[-1])
+
+
+def test_410_disables_the_endpoint_and_tells_the_other_endpoints(make_env, webhook_receiver):
+    env = make_env()
+    receiver = webhook_receiver()
+    gone = env.endpoint(receiver.url("/gone"))
+    other = env.endpoint(receiver.url("/other"))
+    receiver.script("/gone", then=Reply(410, body=b"unsubscribed"))
+    env.job("job-1")
+    delivery = env.one_delivery(gone.endpoint.id)
+    held = env.wait_state(delivery.id, DeliveryState.HELD)
+    assert held.hold_reason == "endpoint_gone"
+
+    # the attempt is recorded (held) first, then the endpoint is disabled
+    endpoint = wait_until(
+        lambda: (
+            e
+            if (e := env.ledger.get_endpoint(gone.endpoint.id, tenant_id=None)).state
+            == EndpointState.DISABLED
+            else None
+        ),
+        "the endpoint disabled",
+    )
+    assert endpoint.disabled_automatically
+    assert endpoint.disabled_reason == "endpoint answered 410 Gone"
+    assert endpoint.last_error["status_code"] == 410
+    notice = env.one_delivery(other.endpoint.id, "endpoint.disabled")
+    env.wait_state(notice.id, DeliveryState.SUCCEEDED)
+    told = [r for r in receiver.requests_for("/other") if r.json()["type"] == "endpoint.disabled"]
+    assert len(told) == 1
+    message = verify(other.secret, told[0])
+    assert message["data"]["endpoint_id"] == str(gone.endpoint.id)
+    assert message["data"]["automatic"] is True
+    assert message["data"]["last_error"]["status_code"] == 410
+    # the disabled endpoint gets nothing more: its new deliveries are held
+    env.job("job-2")
+    wait_until(lambda: len(env.deliveries(gone.endpoint.id)) == 2, "the second delivery")
+    second = next(d for d in env.deliveries(gone.endpoint.id) if d.id != delivery.id)
+    assert second.state == DeliveryState.HELD
+    assert second.hold_reason == "endpoint_disabled"
+    assert len(receiver.requests_for("/gone")) == 1
+
+
+def test_endpoint_failing_for_five_days_is_disabled_automatically(make_env, webhook_receiver):
+    clock = ManualClock()
+    env = make_env(clock=clock)
+    receiver = webhook_receiver(default=Reply(500))
+    failing = env.endpoint(receiver.url("/down"), retry_schedule=(86400.0,) * 10)
+    env.job("job-1")
+    delivery = env.one_delivery(failing.endpoint.id)
+    for attempt in range(1, 10):
+        wait_until(lambda n=attempt: len(env.attempts_sent(delivery.id)) >= n, f"attempt {attempt}")
+        endpoint = env.ledger.get_endpoint(failing.endpoint.id, tenant_id=None)
+        if endpoint.state == EndpointState.DISABLED:
+            break
+        assert clock.now() - delivery.created_at < timedelta(days=5)
+        clock.advance(days=1.3)  # past the jittered (+/- 20 %) one-day wait
+        env.role.wake()
+    failing_for = clock.now() - delivery.created_at
+    assert timedelta(days=5) <= failing_for < timedelta(days=6.5)
+    assert endpoint.state == EndpointState.DISABLED
+    assert endpoint.disabled_automatically
+    assert endpoint.disabled_reason.startswith("every delivery attempt failed for")
+    assert endpoint.last_error["status_code"] == 500
+    assert env.attempts_sent(delivery.id)[-1].endpoint_disabled
+
+
+def test_consecutive_dead_letters_disable_the_endpoint(make_env, webhook_receiver):
+    env = make_env(webhooks={"disable_after_dead_letters": 2})
+    receiver = webhook_receiver(default=Reply(500))
+    failing = env.endpoint(receiver.url("/x"), retry_schedule=(0.05,))
+    env.job("job-1")
+    first = env.one_delivery(failing.endpoint.id)
+    env.wait_state(first.id, DeliveryState.DEAD_LETTERED)
+    assert env.ledger.get_endpoint(failing.endpoint.id, tenant_id=None).state == "active"
+    env.job("job-2")
+    wait_until(lambda: len(env.deliveries(failing.endpoint.id)) == 2, "the second delivery")
+    second = next(d for d in env.deliveries(failing.endpoint.id) if d.id != first.id)
+    env.wait_state(second.id, DeliveryState.DEAD_LETTERED)
+    endpoint = wait_until(
+        lambda: (
+            e
+            if (e := env.ledger.get_endpoint(failing.endpoint.id, tenant_id=None)).state
+            == "disabled"
+            else None
+        ),
+        "the endpoint disabled",
+    )
+    assert endpoint.disabled_reason == "2 deliveries in a row were dead-lettered (the limit is 2)"
+
+
+def test_a_slow_endpoint_does_not_delay_a_fast_one(make_env, webhook_receiver):
+    env = make_env(webhooks={"concurrency": 4, "endpoint_concurrency": 2})
+    receiver = webhook_receiver()
+    receiver.script("/slow", then=slow(2.0))
+    slow_endpoint = env.endpoint(receiver.url("/slow"), timeout_seconds=5.0)
+    env.endpoint(receiver.url("/fast"))
+    for i in range(6):
+        env.job(f"job-{i}")
+    fast = receiver.wait_for(6, timeout=10, path="/fast")
+    slow_requests = receiver.requests_for("/slow")
+    # the slow endpoint holds at most its own two slots; a third request to it can only start
+    # after its first answer (2 s), and every fast delivery arrived before that
+    assert len(slow_requests) <= 2
+    slow_deliveries = env.deliveries(slow_endpoint.endpoint.id)
+    assert len(slow_deliveries) == 6
+    assert sum(d.state == DeliveryState.SUCCEEDED for d in slow_deliveries) < 6  # still busy
+    third = receiver.wait_for(3, timeout=10, path="/slow")[2]
+    assert max(r.monotonic for r in fast) < third.monotonic
+
+
+def test_rotation_grace_period_signs_with_new_and_old_secret(make_env, webhook_receiver):
+    env = make_env()
+    receiver = webhook_receiver()
+    registered = env.endpoint(receiver.url("/rot"))
+    _, new_secret = env.ledger.rotate_endpoint_secret(
+        registered.endpoint.id, tenant_id=None, grace_seconds=3600, actor="key:test"
+    )
+    env.job("job-1")
+    (request,) = receiver.wait_for(1, path="/rot")
+    signatures = request.headers["webhook-signature"].split(" ")
+    assert signatures == [signature(new_secret, request), signature(registered.secret, request)]
+    assert verify(new_secret, request) == verify(registered.secret, request)
+
+
+def test_private_target_is_refused_when_not_allowed(make_env, webhook_receiver):
+    env = make_env(webhooks={"allow_private_targets": False})
+    receiver = webhook_receiver()
+    registered = env.endpoint(receiver.url("/private"), retry_schedule=(0.05,))
+    env.job("job-1")
+    delivery = env.one_delivery(registered.endpoint.id)
+    env.wait_state(delivery.id, DeliveryState.DEAD_LETTERED)
+    receipts = [e.receipt for e in env.ledger.delivery_attempts(delivery.id)]
+    assert [r["error_class"] for r in receipts] == ["refused_target", "refused_target"]
+    assert receipts[0]["error"] == "target refused: plain http is not allowed; use https"
+    assert receipts[0]["status_code"] is None
+    assert receiver.requests == []
+
+
+def test_deliver_now_returns_the_exact_request_and_a_bounded_answer(make_env, webhook_receiver):
+    env = make_env()
+    receiver = webhook_receiver()
+    huge = b"x" * 2_000_000
+    receiver.script("/test", then=Reply(200, {"x-receiver": "yes"}, body=huge))
+    registered = env.endpoint(receiver.url("/test"))
+    endpoint = registered.endpoint
+    made = env.ledger.create_test_delivery(
+        endpoint, payload='{"type": "webhook.test", "data": {}}', actor="key:test"
+    )
+    sent = env.deliver_now(made.aggregate.id)
+
+    assert sent.succeeded and sent.recorded
+    assert sent.state == "succeeded"
+    assert sent.request.method == "POST"
+    assert sent.request.url == receiver.url("/test")
+    assert sent.request.body == '{"type": "webhook.test", "data": {}}'
+    assert sent.request.headers["webhook-id"] == made.aggregate.webhook_id
+    assert sent.response.status_code == 200
+    assert sent.response.headers["x-receiver"] == "yes"
+    assert sent.response.body == "x" * 4096
+    assert sent.response.latency_ms > 0
+    (request,) = receiver.wait_for(1, path="/test")
+    assert request.headers["webhook-signature"] == sent.request.headers["webhook-signature"]
+    verify(registered.secret, request)
+    # the claim loop leaves it alone: one request only
+    assert env.ledger.get_delivery(made.aggregate.id, tenant_id=None).attempts == 1
+    assert len(receiver.requests_for("/test")) == 1
