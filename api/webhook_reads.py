@@ -20,7 +20,7 @@ from uuid import UUID
 
 import orjson
 
-from api.reads import Page, decode_cursor, encode_cursor
+from api.reads import Page, caught_up, decode_cursor, encode_cursor
 from ledger.application import JobLedger
 from ledger.endpoint import Endpoint, EndpointState
 from ledger.errors import EndpointNotFound, store_errors
@@ -156,8 +156,10 @@ class WebhookReads:
             return int(self.ledger.recorder.max_notification_id() or 0)
 
     def _caught_up(self, name: str, min_position: int | None) -> bool:
-        if not min_position and self.strong:
-            min_position = self._log_head()
-        if not min_position:
-            return True
-        return self.waiters[name].wait(min_position, self.wait_seconds)
+        return caught_up(
+            self.waiters[name],
+            self.ledger,
+            min_position,
+            strong=self.strong,
+            wait_seconds=self.wait_seconds,
+        )

@@ -12,7 +12,7 @@ import orjson
 
 from jobledger.bootstrap import build
 from jobledger.settings import Settings
-from projections.registry import PROJECTIONS, live, shadow
+from projections.registry import PROJECTIONS, live, shadow, tracked_names
 from projections.runner import ProjectionRunner, rebuild, tracked_position
 from storage.sql import SqlStore, parse_utc_text
 
@@ -90,8 +90,9 @@ def status_command(settings: Settings, args: argparse.Namespace) -> int:
         head = service.ledger.recorder.max_notification_id() or 0
         now = datetime.now(UTC)
         rows = []
-        for name in sorted(PROJECTIONS):
-            ProjectionRunner(service.ledger, store, live(service.ledger, name)).setup()
+        for name in tracked_names():
+            if name in PROJECTIONS:  # a fresh database: make the views so they can report
+                ProjectionRunner(service.ledger, store, live(service.ledger, name)).setup()
             position, updated = tracked_position(store, name)
             at = parse_utc_text(updated)
             rows.append(
@@ -112,7 +113,7 @@ def status_command(settings: Settings, args: argparse.Namespace) -> int:
     else:
         for r in rows:
             print(
-                f"{r['name']:<12} position {r['position']:>10,} of {r['log_position']:,} "
+                f"{r['name']:<16} position {r['position']:>10,} of {r['log_position']:,} "
                 f"(lag {r['lag_events']:,} events)"
             )
     return 0

@@ -11,7 +11,7 @@ import threading
 from jobledger.bootstrap import Service
 from projections.delivery_fanout import DeliveryFanout
 from projections.registry import PROJECTIONS, live
-from projections.runner import PositionWaiter, ProjectionRunner
+from projections.runner import LogListener, PositionWaiter, ProjectionRunner
 from storage.config import migration_lock
 from storage.sql import SqlStore
 
@@ -44,16 +44,25 @@ class ReadModels:
         return self.runners["job_status"]
 
     def start(self) -> None:
+        if self.store.is_postgres:  # one LISTEN connection wakes every runner of this process
+            listener = LogListener(self.store, self._wake_all, self._stop)
+            listener.start()
+            self._threads.append(listener)
         for name, runner in self.runners.items():
             self.ledger.saved_listeners.append(runner.notify)
             thread = threading.Thread(
                 target=runner.run_forever,
                 args=(self._stop,),
+                kwargs={"listen": False},
                 name=f"projection-{name}",
                 daemon=True,
             )
             thread.start()
             self._threads.append(thread)
+
+    def _wake_all(self) -> None:
+        for runner in self.runners.values():
+            runner.notify()
 
     def catch_up(self) -> None:
         for runner in self.runners.values():

@@ -18,6 +18,8 @@ from prometheus_client.registry import Collector
 
 from ledger.job import JobState
 from projections.attempt_outcomes import outcome_counts
+from projections.delivery_queue import delivery_counts
+from projections.endpoint_health import health_states
 from projections.runner import tracked_position
 from projections.stuck import StuckThresholds, stuck_report
 from storage.sql import SqlStore, parse_utc_text
@@ -51,6 +53,12 @@ class LedgerCollector(Collector):
                 tx, tenant_id=None, now=now, thresholds=self.thresholds, limit=10_000
             )
             outcomes = outcome_counts(tx)
+            deliveries = delivery_counts(tx)
+            health = health_states(tx, now=now)
+            streaks = tx.execute(
+                "SELECT endpoint_id, consecutive_failures FROM endpoint_health "
+                "WHERE endpoint_state = 'active'"
+            ).fetchall()
         jobs = GaugeMetricFamily("ledger_jobs", "Jobs by state.", labels=["state"])
         for state in JobState:
             jobs.add_metric([str(state)], report["counts_by_state"].get(str(state), 0))
@@ -75,6 +83,28 @@ class LedgerCollector(Collector):
         for outcome, code, n in outcomes:
             attempts.add_metric([outcome, code], n)
         yield attempts
+        by_state = GaugeMetricFamily(
+            "ledger_webhook_deliveries",
+            "Webhook deliveries by endpoint and state (dead_lettered: kept for retry).",
+            labels=["endpoint_id", "state"],
+        )
+        for endpoint_id, delivery_state, n in deliveries:
+            by_state.add_metric([endpoint_id, delivery_state], n)
+        yield by_state
+        endpoints = GaugeMetricFamily(
+            "ledger_webhook_endpoints", "Webhook endpoints by health state.", labels=["health"]
+        )
+        for health_state, n in health.items():
+            endpoints.add_metric([health_state], n)
+        yield endpoints
+        failing = GaugeMetricFamily(
+            "ledger_webhook_endpoint_consecutive_failures",
+            "Failed delivery attempts in a row, per active endpoint.",
+            labels=["endpoint_id"],
+        )
+        for endpoint_id, streak in streaks:
+            failing.add_metric([str(endpoint_id)], int(streak))
+        yield failing
         head = self.log_head()
         wall = self.wall_now()
         lag_events = GaugeMetricFamily(

@@ -21,6 +21,15 @@ PROJECTIONS: dict[str, ProjectionFactory] = {
 }
 
 
+# Followers of the log that are not views (they make events; never rebuilt), but whose lag
+# readiness, /metrics and `ledger projections status` report like the views'.
+FOLLOWERS = ("delivery_fanout",)
+
+
+def tracked_names() -> list[str]:
+    return [*sorted(PROJECTIONS), *FOLLOWERS]
+
+
 def live(ledger: JobLedger, name: str) -> Projection:
     return PROJECTIONS[name](ledger, name)
 

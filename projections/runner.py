@@ -159,9 +159,15 @@ class ProjectionRunner:
             if applied == 0 or (self._position or 0) >= target:
                 return done
 
-    def run_forever(self, stop: threading.Event) -> None:
-        """Follow the log until `stop` is set; on PostgreSQL only while owning the projection."""
-        listener = _Listener(self.store, self._wake, stop) if self.store.is_postgres else None
+    def run_forever(self, stop: threading.Event, *, listen: bool = True) -> None:
+        """Follow the log until `stop` is set; on PostgreSQL only while owning the projection.
+
+        `listen=False` when the caller runs one `LogListener` for all its runners instead."""
+        listener = (
+            LogListener(self.store, self._wake.set, stop)
+            if listen and self.store.is_postgres
+            else None
+        )
         if listener is not None:
             listener.start()
         try:
@@ -215,12 +221,14 @@ class _Ownership:
                 self.conn.close()  # releases the advisory lock
 
 
-class _Listener(threading.Thread):
-    """LISTEN on the ledger's NOTIFY channel so saves in other processes wake this runner."""
+class LogListener(threading.Thread):
+    """LISTEN on the ledger's NOTIFY channel so saves in other processes wake runners (one
+    connection per process is enough: `wake` may wake them all)."""
 
     CHANNEL = "ledger_events"
+    STOP_CHECK_SECONDS = 0.1  # how soon a stop is noticed (psycopg cannot interrupt notifies)
 
-    def __init__(self, store: SqlStore, wake: threading.Event, stop: threading.Event) -> None:
+    def __init__(self, store: SqlStore, wake: Callable[[], None], stop: threading.Event) -> None:
         super().__init__(name="projection-listen", daemon=True)
         self.store = store
         self.wake = wake
@@ -233,8 +241,8 @@ class _Listener(threading.Thread):
                 with conn:
                     conn.execute(f"LISTEN {self.CHANNEL}")
                     while not self.stop.is_set():
-                        for _ in conn.notifies(timeout=0.5):
-                            self.wake.set()
+                        for _ in conn.notifies(timeout=self.STOP_CHECK_SECONDS):
+                            self.wake()
             except Exception:
                 log.warning("projection listener lost its connection; reconnecting")
                 self.stop.wait(1.0)
@@ -301,6 +309,11 @@ class PositionWaiter:
             if position > self._position:
                 self._position = position
                 self._changed.notify_all()
+
+    def reached(self, position: int) -> bool:
+        """Known (in this process) to have applied `position`, without asking the store."""
+        with self._changed:
+            return self._position >= position
 
     def wait(self, position: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -25,7 +25,7 @@ from api.http import json_response
 from api.problems import Problem
 from ledger.application import JobLedger
 from projections.metrics import CONTENT_TYPE, LedgerCollector, registry_for, render
-from projections.registry import PROJECTIONS
+from projections.registry import tracked_names
 from projections.runner import tracked_position
 from projections.stuck import StuckThresholds, stuck_report
 from storage.sql import SqlStore
@@ -68,7 +68,7 @@ def metrics_registry(
     """The registry /metrics renders: the ledger's numbers from the read models, computed at
     scrape time, plus prometheus-client's process and platform collectors."""
     collector = LedgerCollector(
-        views, log_head, sorted(PROJECTIONS), thresholds, now=lambda: ledger.clock.now()
+        views, log_head, tracked_names(), thresholds, now=lambda: ledger.clock.now()
     )
     return registry_for(collector)
 
@@ -79,7 +79,7 @@ def projection_lag(api: ApiState) -> dict[str, Any]:
     head = api.log_head()
     projections: dict[str, dict[str, int]] = {}
     if api.views is not None:
-        for name in sorted(PROJECTIONS):
+        for name in tracked_names():
             position = tracked_position(api.views, name)[0]
             projections[name] = {"position": position, "lag_events": max(head - position, 0)}
     return {

@@ -12,6 +12,7 @@ answers 204), so no request leaves the machine.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,7 +37,8 @@ from jobledger.delivery_role import make_sender
 from storage.sql import SqlStore
 from tests.e2e.conftest import ADMIN_KEY, Server, Tenant, job_body
 
-MAX_EXAMPLES = 25
+# Quick mode in `make test`; `LEDGER_FUZZ_EXAMPLES=200` (make soak) for a longer search.
+MAX_EXAMPLES = int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "25"))
 UNPARAMETERISED = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
 CONFORMANCE = [
     not_a_server_error,

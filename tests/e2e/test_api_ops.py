@@ -28,7 +28,7 @@ from ledger.application import JobLedger
 from ledger.clock import ManualClock
 from ledger.job import AttemptFailure
 from ledger.retry import RetryPolicy
-from projections.registry import PROJECTIONS
+from projections.registry import tracked_names
 from tests.e2e.conftest import ADMIN_KEY, Server, job_body, log_end, make_tenant, start_server
 
 STUCK_ENV = {
@@ -248,7 +248,7 @@ def test_metrics_count_jobs_outcomes_and_lag_from_the_read_models(
         answer = scraper.get("/metrics")
         assert answer.status_code == 200, answer.text
         got = samples(answer.text)
-        if all(lag(got, name) == 0 for name in PROJECTIONS):
+        if all(lag(got, name) == 0 for name in tracked_names()):
             break
         assert time.monotonic() < deadline, "the read models did not catch up"
         time.sleep(0.05)
@@ -285,7 +285,7 @@ def test_metrics_count_jobs_outcomes_and_lag_from_the_read_models(
         "lease_expired": 0,
         "retrying_too_often": 0,
     }
-    for name in PROJECTIONS:
+    for name in tracked_names():
         assert got[("ledger_projection_lag_seconds", (("projection", name),))] == 0
     assert got[("process_resident_memory_bytes", ())] > 0
     families = {f.name: f.type for f in text_string_to_metric_families(answer.text)}
@@ -323,7 +323,7 @@ def test_readyz_fails_while_a_projection_lags_and_recovers_after_catch_up(
         "status": "ready",
         "log_position": head,
         "max_lag_events": 3,
-        "projections": {name: {"position": head, "lag_events": 0} for name in PROJECTIONS},
+        "projections": {name: {"position": head, "lag_events": 0} for name in tracked_names()},
     }
 
     for i in range(3):  # three log entries behind: at the bound, still ready
@@ -341,11 +341,11 @@ def test_readyz_fails_while_a_projection_lags_and_recovers_after_catch_up(
     assert body["type"] == "https://job-ledger.dev/problems/projection-lag"
     assert body["log_position"] == head + 4
     assert body["projections"] == {
-        name: {"position": head, "lag_events": 4} for name in PROJECTIONS
+        name: {"position": head, "lag_events": 4} for name in tracked_names()
     }
     assert "job_status by 4" in body["detail"]
     metrics = samples(probe.get("/metrics").text)
-    for name in PROJECTIONS:
+    for name in tracked_names():
         assert lag(metrics, name) == 4
         assert metrics[("ledger_projection_lag_seconds", (("projection", name),))] > 0
 
@@ -356,7 +356,7 @@ def test_readyz_fails_while_a_projection_lags_and_recovers_after_catch_up(
         assert time.monotonic() < deadline, "readiness did not recover"
         time.sleep(0.05)
     assert answer.json()["projections"] == {
-        name: {"position": head + 4, "lag_events": 0} for name in PROJECTIONS
+        name: {"position": head + 4, "lag_events": 0} for name in tracked_names()
     }
 
 

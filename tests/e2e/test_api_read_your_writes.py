@@ -66,3 +66,19 @@ def test_bad_min_position_is_a_400_naming_it(api, tenant) -> None:
     bad = tenant.reader.get("/v1/jobs", params={"min_position": "-3"})
     assert bad.status_code == 400
     assert bad.json()["invalid_params"][0]["name"] == "min_position"
+
+
+def test_a_position_past_the_log_end_reads_at_the_end_without_waiting(
+    api_server, frozen, service
+) -> None:
+    # A wait this long would outlast the client's timeout: the answer shows it did not wait.
+    api = api_server(
+        reads=ProjectionJobReads(service.ledger, frozen.store, frozen.waiter, wait_seconds=3600)
+    )
+    tenant = make_tenant(api, api.client(ADMIN_KEY))
+    created = tenant.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "k"})
+    frozen.catch_up()
+    made_up = int(created.headers["Ledger-Position"]) + 1_000_000
+    got = tenant.reader.get(f"/v1/jobs/{created.json()['id']}", params={"min_position": made_up})
+    assert got.status_code == 200
+    assert got.json()["state"] == "queued"
