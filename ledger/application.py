@@ -41,6 +41,7 @@ from ledger.errors import (
     JobNotFound,
     store_errors,
 )
+from ledger.group_commit import GroupCommit
 from ledger.job import AttemptFailure, Job, JobState, job_id_for
 from ledger.request import NewJob
 from ledger.retry import RetryPolicy
@@ -102,6 +103,7 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         with store_errors():
             super().__init__(env)
+        self.group_commit = GroupCommit(self.save)
 
     # -- creation --
 
@@ -133,7 +135,7 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
             )
             try:
                 with store_errors():
-                    recordings = self.save(job)
+                    recordings = self._commit(job)
             except IntegrityError:
                 existing = self._find(job_id)  # a concurrent create of the same key won
                 if existing is None:  # pragma: no cover - the winner's row must be visible
@@ -350,7 +352,7 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
             command(job)  # raises a LedgerError (and writes nothing) when refused
             try:
                 with store_errors():
-                    recordings = self.save(job)
+                    recordings = self._commit(job)
             except IntegrityError:
                 continue  # someone else wrote this job first: decide again on fresh state
             return Written(job, tuple(r.notification.id for r in recordings))

@@ -18,6 +18,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from ledger.errors import ConcurrentUpdate, store_errors
+from ledger.group_commit import GroupCommit
 
 COMMAND_RETRIES = 8
 
@@ -37,6 +38,12 @@ class Changed:
 
 
 class AggregateCommands(Application[UUID]):
+    group_commit: GroupCommit  # set by the application's constructor
+
+    def _commit(self, *aggregates: Any) -> list[Any]:
+        """Save through group commit: concurrent commands share one store transaction."""
+        return self.group_commit.save(*aggregates)
+
     def _load(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         try:
             with store_errors():
@@ -64,7 +71,7 @@ class AggregateCommands(Application[UUID]):
                 return Changed(aggregate, ())
             try:
                 with store_errors():
-                    recordings = self.save(aggregate)
+                    recordings = self._commit(aggregate)
             except IntegrityError:
                 continue  # someone else wrote it first: decide again on fresh state
             return Changed(aggregate, tuple(r.notification.id for r in recordings))
