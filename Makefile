@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck pytest install clean
+.PHONY: run demo test check lint typecheck pytest install clean browser bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "job-ledger needs Python 3.11 or newer"'
@@ -20,6 +20,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/ledger serve
 
+# The whole flow in one command: service, receiver, tenant, endpoint, jobs, webhooks, console.
+demo: $(STAMP)
+	$(BIN)/ledger demo
+
 test: check pytest
 
 check: lint typecheck
@@ -31,8 +35,29 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# The console's browser tests drive Debian's chromium (never a Playwright-downloaded browser).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the console's browser tests"; \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "could not install chromium: the browser tests skip (they fail under CI=true)"; \
+	fi
+
+pytest: $(STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks (not part of `make test`): figures beside their baselines, docs/performance.md.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,8 @@
 The composition root (`jobledger.serve`) passes the ledger, an `ApiConfig` and optionally the
 job read path (default: `AggregateJobReads`). A `ProjectionJobReads` also brings the read
 models' store, which the stuck report, /metrics and the readiness lag check read; without it
-those have nothing to read (see `api.routes.ops`). The lifespan makes the shared resources (the
+those have nothing to read (see `api.routes.ops`), and the console (`/ui/`, `api.console`) is
+mounted only then. The lifespan makes the shared resources (the
 thread limiter sized to the DB pool, the authenticator, the metrics registry) and hands them to
 handlers through `request.state.api`; it does not own the ledger or the store, whose makers
 close them.
@@ -11,6 +12,7 @@ close them.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +27,7 @@ from starlette.routing import Route
 from api import problems
 from api.auth import Authenticator
 from api.config import ApiConfig
+from api.console import console_routes
 from api.context import ApiState, api_state
 from api.limits import BodyLimit
 from api.openapi import build_document
@@ -57,6 +60,9 @@ def create_app(
     if webhook_reads is None and views is not None:
         webhook_reads = WebhookReads(ledger, views)
     document = build_document(max_body_bytes=config.max_body_bytes)
+    # The console reads the read models, like /v1/ops/stuck; a random secret when none is
+    # configured means sessions last only as long as this app (see ApiConfig.console_secret).
+    console = console_routes(config.console_secret or secrets.token_bytes(32)) if views else []
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -125,6 +131,7 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            *console,
         ],
         middleware=[Middleware(BodyLimit, max_bytes=config.max_body_bytes)],
         lifespan=lifespan,

@@ -31,6 +31,10 @@ class ApiConfig:
     metrics_token: str | None = field(default=None, repr=False)
     # LEDGER_ALLOW_PRIVATE_TARGETS: webhook URLs may be http or private/loopback addresses.
     allow_private_targets: bool = False
+    # Signs console sessions and CSRF tokens (`api.console.session`); derived from the webhook
+    # sealing key by the composition root. None: a random secret per app (sessions end when
+    # the process restarts and are not shared between processes).
+    console_secret: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import re
 from collections.abc import Callable
@@ -70,6 +72,7 @@ class SecretBox:
         if len(key) != KEY_BYTES:
             raise ValueError(f"a SecretBox key is {KEY_BYTES} bytes, not {len(key)}")
         self._aead = AESGCM(key)
+        self._key = key
 
     def __repr__(self) -> str:
         return "SecretBox(<key hidden>)"
@@ -78,6 +81,11 @@ class SecretBox:
     def from_setting(cls, text: str) -> SecretBox:
         """A box from a setting holding the base64 (standard or url-safe) of a 32-byte key."""
         return cls(_decode_key(text, "the secret-box key"))
+
+    def derive(self, label: str) -> bytes:
+        """A 32-byte key for another purpose, HMAC-SHA256(this key, label): one configured
+        secret serves several uses (e.g. console sessions) without the key itself being reused."""
+        return hmac.new(self._key, label.encode("utf-8"), hashlib.sha256).digest()
 
     def seal(self, plaintext: str, *, associated_data: bytes | None = None) -> str:
         """`v1.` and the unpadded base64url of nonce + ciphertext + tag."""

@@ -52,4 +52,15 @@ def api_config(settings: Settings) -> ApiConfig:
         ready_max_lag_events=settings.ready_max_lag_events,
         metrics_token=settings.metrics_token,
         allow_private_targets=settings.webhooks.private_targets_allowed(settings.database()),
+        console_secret=console_secret(settings),
     )
+
+
+CONSOLE_SECRET_LABEL = "job-ledger console sessions v1"  # noqa: S105 - a label, not a secret
+
+
+def console_secret(settings: Settings) -> bytes | None:
+    """The console's session secret, derived from the webhook sealing key (so every process of
+    one deployment shares it); None without one, and the app then makes a random one."""
+    box = settings.webhooks.box(settings.database())
+    return box.derive(CONSOLE_SECRET_LABEL) if box is not None else None

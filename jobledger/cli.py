@@ -122,6 +122,19 @@ def _parser() -> argparse.ArgumentParser:
     key_create.add_argument("--json", action="store_true", help="print the key as JSON")
     key_create.set_defaults(run=_keys_create)
     add_projection_commands(commands)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the whole flow on a fresh SQLite file: the service, a webhook receiver, sandbox "
+        "jobs and their signed webhooks, then the console URL and a key",
+    )
+    demo.add_argument("--dir", default=None, help="keep the data here (default: a temporary one)")
+    demo.add_argument("--exit", action="store_true", help="stop everything after the summary")
+    demo.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for everything (60)"
+    )
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.set_defaults(run=_demo)
     return parser
 
 
@@ -144,6 +157,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from jobledger.serve import serve
 
     return serve(settings, host=args.host, port=args.port, role=args.role)
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from jobledger.demo import demo  # starts its own service: see jobledger/demo.py
+
+    return demo(data_dir=args.dir, exit_after=args.exit, timeout=args.timeout, as_json=args.json)
 
 
 def _verify(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,0 +1,1 @@
+"""Benchmarks: each figure is measured next to a raw baseline in the same run (`make bench`)."""

@@ -1,0 +1,405 @@
+"""`python -m bench [--quick] [--out docs/performance.md]`: measure, print, write the table.
+
+Every figure is measured next to its baseline in the same run on the same machine and
+database, and reported as a ratio; absolute numbers vary between machines, ratios much less.
+PostgreSQL comes from LEDGER_BENCH_DATABASE_URL (default: a fresh schema in
+postgresql://postgres@127.0.0.1:5432/ledger_test, dropped afterwards).
+
+This is the first part of the suite (issue 8): ledger writes against raw inserts, projection
+rebuild against a raw read of the log, signing against bare HMAC. The API, delivery, latency,
+scale, lifecycle and peer figures come next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import orjson
+import psycopg
+
+from bench.load import Request, hammer
+from delivery.signing import new_secret, sign
+from jobledger.bootstrap import Service, build
+from jobledger.settings import Settings
+from jobledger.webhook_settings import WebhookSettings
+from ledger.request import MediaSource, NewJob, Pin
+from projections.registry import live, shadow
+from projections.runner import ProjectionRunner, rebuild
+from storage.sql import SqlStore
+
+BASE_URL = os.environ.get(
+    "LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ledger_test"
+)
+BENCH_KEY = base64.b64encode(bytes(32)).decode()
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    unit: str
+    value: float
+    baseline_name: str
+    baseline: float
+    target: float | None  # the ratio the issue asks for, when it sets one
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline if self.baseline else 0.0
+
+
+@contextmanager
+def fresh_schema() -> Iterator[str]:
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(BASE_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{BASE_URL}?schema={schema}"
+    finally:
+        with psycopg.connect(BASE_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def service_for(url: str) -> Service:
+    settings = Settings(database_url=url, webhooks=WebhookSettings(secret_key=BENCH_KEY))
+    return build(settings)
+
+
+def new_job(i: int) -> NewJob:
+    return NewJob(
+        account_id=f"acct-{i % 7}",
+        board_id=f"board-{i % 13}",
+        pin=Pin(
+            title=f"Pin {i}",
+            description="A benchmark pin",
+            link="https://example.com/p",
+            alt_text="alt",
+            media_source=MediaSource("image_url", "https://example.com/i.jpg"),
+        ),
+        mode="sandbox",
+    )
+
+
+def in_threads(threads: int, total: int, work: Callable[[int, int], None]) -> float:
+    """Run `work(thread, n)` for n in that thread's share; returns operations per second."""
+    per = total // threads
+    started = threading.Barrier(threads + 1)
+
+    def run(t: int) -> None:
+        started.wait()
+        work(t, per)
+
+    pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for thread in pool:
+        thread.start()
+    started.wait()
+    t0 = time.perf_counter()
+    for thread in pool:
+        thread.join()
+    return per * threads / (time.perf_counter() - t0)
+
+
+def raw_inserts(url: str, threads: int, total: int) -> float:
+    """Baseline: one small row per transaction, synchronous commit, one connection per thread."""
+    schema = url.split("schema=")[1]
+    with psycopg.connect(BASE_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {schema}.raw (id uuid PRIMARY KEY, body jsonb NOT NULL)")
+
+    def work(t: int, n: int) -> None:
+        with psycopg.connect(BASE_URL) as conn:
+            for _ in range(n):
+                with conn.transaction():
+                    conn.execute(
+                        f"INSERT INTO {schema}.raw VALUES (%s, %s)",
+                        (uuid.uuid4(), orjson.dumps({"t": t}).decode()),
+                    )
+
+    return in_threads(threads, total, work)
+
+
+def ledger_creates(service: Service, threads: int, total: int) -> float:
+    def work(t: int, n: int) -> None:
+        for i in range(n):
+            service.ledger.create_job(
+                new_job(i), tenant_id="bench", idempotency_key=f"{t}-{i}", actor="bench"
+            )
+
+    return in_threads(threads, total, work)
+
+
+def raw_log_read(service: Service) -> float:
+    recorder = service.ledger.recorder
+    t0 = time.perf_counter()
+    start, count = 0, 0
+    while True:
+        batch = recorder.select_notifications(start, 500, inclusive_of_start=False)
+        if not batch:
+            break
+        for note in batch:
+            service.ledger.mapper.to_domain_event(note)
+        count += len(batch)
+        start = batch[-1].id
+    return count / (time.perf_counter() - t0)
+
+
+def rebuild_rate(service: Service) -> float:
+    store = SqlStore(service.database)
+    try:
+        runner = ProjectionRunner(service.ledger, store, live(service.ledger, "job_status"))
+        runner.setup()
+        events = service.ledger.recorder.max_notification_id() or 0
+        t0 = time.perf_counter()
+        rebuild(
+            service.ledger,
+            store,
+            live(service.ledger, "job_status"),
+            shadow(service.ledger, "job_status"),
+        )
+        return events / (time.perf_counter() - t0)
+    finally:
+        store.close()
+
+
+def signing_rates(rounds: int) -> tuple[float, float]:
+    secret = new_secret()
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    body = orjson.dumps({"data": "x" * 1000})
+
+    def ours() -> None:
+        sign(secret, "msg_0123456789abcdef0123456789abcdef", 1_700_000_000, body)
+
+    def bare() -> None:
+        base64.b64encode(hmac.new(key, b"msg.1700000000." + body, hashlib.sha256).digest())
+
+    def rate(fn: Callable[[], None]) -> float:
+        samples = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(rounds):
+                fn()
+            samples.append(rounds / (time.perf_counter() - t0))
+        return statistics.median(samples)
+
+    return rate(ours), rate(bare)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def child(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
+    process = subprocess.Popen(  # noqa: S603 - our own commands
+        args, env={**os.environ, **env}, stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(ready_url, timeout=1).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{args[0]} did not start")
+            time.sleep(0.1)
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
+    """Create-job API and status reads at 32 clients against `ledger serve --role api`."""
+    port = free_port()
+    admin = "bench-admin-key-0123456789"
+    env = {
+        "LEDGER_DATABASE_URL": url,
+        "LEDGER_ADMIN_KEY": admin,
+        "LEDGER_SECRET_KEY": BENCH_KEY,
+        "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
+    }
+    base = f"http://127.0.0.1:{port}"
+    ledger = str(Path(sys.executable).parent / "ledger")
+    total = 2000 if quick else 10000
+    with child([ledger, "serve", "--role", "api", "--port", str(port)], env, f"{base}/healthz"):
+        tenant = httpx.post(
+            f"{base}/v1/tenants",
+            json={"name": "bench"},
+            headers={"Authorization": f"Bearer {admin}"},
+        ).json()
+        auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
+        body = orjson.dumps(
+            {
+                "account_id": "acct",
+                "board_id": "board",
+                "pin": {
+                    "title": "t",
+                    "media_source": {"source_type": "image_url", "url": "https://e.com/i.jpg"},
+                },
+            }
+        )
+        creates = hammer(
+            Request(
+                "POST",
+                f"{base}/v1/jobs",
+                {**auth, "Content-Type": "application/json"},
+                body,
+                unique_header="Idempotency-Key",
+            ),
+            concurrency=32,
+            total=total,
+        )
+        job = httpx.post(
+            f"{base}/v1/jobs",
+            content=body,
+            headers={**auth, "Idempotency-Key": "read-me", "Content-Type": "application/json"},
+        ).json()
+        reads = hammer(
+            Request("GET", f"{base}/v1/jobs/{job['id']}", auth), concurrency=32, total=total * 2
+        )
+    schema = url.split("schema=")[1]
+    baseline_port = free_port()
+    with child(
+        [
+            sys.executable,
+            "-m",
+            "bench.baseline_app",
+            BASE_URL,
+            str(baseline_port),
+            f"{schema}.job_status",
+        ],
+        {},
+        f"http://127.0.0.1:{baseline_port}/rows/{job['id']}",
+    ):
+        plain = hammer(
+            Request("GET", f"http://127.0.0.1:{baseline_port}/rows/{job['id']}", {}),
+            concurrency=32,
+            total=total * 2,
+        )
+    return [
+        Figure(
+            f"POST /v1/jobs, 32 clients (p99 {creates.p99_ms:.0f} ms, {creates.errors} errors)",
+            "jobs/s",
+            creates.rate,
+            "raw psycopg, 1 row/tx, 4 connections",
+            raw_rate,
+            0.5,
+        ),
+        Figure(
+            f"GET /v1/jobs/{{id}}, 32 clients (p99 {reads.p99_ms:.1f} ms, {reads.errors} errors)",
+            "req/s",
+            reads.rate,
+            f"Starlette + psycopg pool, one row (p99 {plain.p99_ms:.1f} ms)",
+            plain.rate,
+            0.7,
+        ),
+    ]
+
+
+def measure(quick: bool) -> list[Figure]:
+    jobs = 1000 if quick else 5000
+    figures = []
+    with fresh_schema() as url:
+        raw = raw_inserts(url, 4, jobs)
+        figures += api_figures(url, raw, quick)
+        service = service_for(url)
+        try:
+            created = ledger_creates(service, 4, jobs)
+            figures.append(
+                Figure(
+                    "ledger create_job, 4 threads (PostgreSQL)",
+                    "jobs/s",
+                    created,
+                    "raw psycopg, 1 row/tx, 4 connections",
+                    raw,
+                    0.5,
+                )
+            )
+            figures.append(
+                Figure(
+                    "job_status rebuild (PostgreSQL)",
+                    "events/s",
+                    rebuild_rate(service),
+                    "raw read + decode of the log, 500/batch",
+                    raw_log_read(service),
+                    0.5,
+                )
+            )
+        finally:
+            service.close()
+    ours, bare = signing_rates(5_000 if quick else 50_000)
+    figures.append(
+        Figure(
+            "Standard Webhooks sign, 1 KB", "ops/s", ours, "bare HMAC-SHA256 + base64", bare, None
+        )
+    )
+    return figures
+
+
+def table(figures: list[Figure]) -> str:
+    lines = [
+        "| figure | value | baseline | baseline value | ratio | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        target = f">= {f.target}x" if f.target is not None else "-"
+        met = "" if f.target is None else (" (met)" if f.ratio >= f.target else " (NOT met)")
+        lines.append(
+            f"| {f.name} | {f.value:,.0f} {f.unit} | {f.baseline_name} | "
+            f"{f.baseline:,.0f} {f.unit} | {f.ratio:.2f}x | {target}{met} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
+    parser.add_argument("--out", default="docs/performance.md")
+    args = parser.parse_args()
+    figures = measure(args.quick)
+    text = table(figures)
+    print(text)
+    header = (
+        "# Performance\n\n"
+        "Written by `make bench` (`python -m bench`); every figure is measured beside its "
+        "baseline in the same run.\n\n"
+        f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
+        f"{' (quick mode)' if args.quick else ''}.\n\n"
+    )
+    Path(args.out).write_text(header + text + "\n\n" + NOT_YET + "\n")
+    return 0
+
+
+NOT_YET = (
+    "Not measured yet (issue 8): create-job API at 32 clients, webhook delivery throughput, "
+    "state-change-to-webhook latency, status reads at 32 clients, scale at 10k/1M events, "
+    "full lifecycle, and procrastinate side by side."
+)
+
+if __name__ == "__main__":
+    raise SystemExit(main())
