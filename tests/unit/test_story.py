@@ -156,3 +156,31 @@ def test_created_and_published_and_deliveries() -> None:
     text = render(sentences)
     assert text.splitlines()[0] == "2026-11-23 (UTC)"
     assert "2026-11-24 (UTC)" in text.splitlines()
+
+
+def test_held_retried_and_dead_lettered_deliveries() -> None:
+    clock = ManualClock(datetime(2026, 11, 23, 9, 0, 0, tzinfo=UTC))
+    delivery = Delivery.create(
+        delivery_id=uuid4(), tenant_id="t", endpoint_id=uuid4(), event_type="job.failed",
+        payload="{}", hold_reason="endpoint_disabled", actor="system", now=clock.now(),
+    )  # fmt: skip
+    clock.advance(60)
+    delivery.request_retry(reason="recover", actor="key:k", now=clock.now())
+    clock.advance(1)
+    delivery.record_attempt(
+        attempt=1, succeeded=False, receipt={"error": "connection refused"},
+        next_attempt_at=None, actor="delivery", now=clock.now(),
+    )  # fmt: skip
+    clock.advance(1)
+    delivery.request_retry(reason="manual", actor="key:k", now=clock.now())
+    clock.advance(1)
+    delivery.hold(reason="endpoint_deleted", actor="delivery", now=clock.now())
+    texts = [s.text for s in explain([], deliveries=[list(delivery.collect_events())])]
+    assert texts == [
+        "The job.failed webhook was held at 09:00:00: the endpoint is disabled.",
+        "The job.failed webhook was sent again at 09:01:00 on request (recover).",
+        "Webhook attempt 1 for job.failed failed at 09:01:01 (connection refused); "
+        "no retries left, so it was dead-lettered.",
+        "The job.failed webhook was sent again at 09:01:02 on request (manual).",
+        "The job.failed webhook was held at 09:01:03 (endpoint deleted).",
+    ]
