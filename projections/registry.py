@@ -10,6 +10,7 @@ from projections.delivery_queue import DeliveryQueueProjection
 from projections.endpoint_health import EndpointHealthProjection
 from projections.job_status import JobStatusProjection
 from projections.runner import Projection
+from projections.state_history import JobStateHistoryProjection
 
 ProjectionFactory = Callable[[JobLedger, str], Projection]
 
@@ -18,6 +19,7 @@ PROJECTIONS: dict[str, ProjectionFactory] = {
     "attempt_outcomes": lambda ledger, table: AttemptOutcomesProjection(table=table),
     "delivery_queue": lambda ledger, table: DeliveryQueueProjection(ledger, table=table),
     "endpoint_health": lambda ledger, table: EndpointHealthProjection(table=table),
+    "job_state_history": lambda ledger, table: JobStateHistoryProjection(table=table),
 }
 
 

@@ -26,9 +26,16 @@ P95_COLOUR = "#b35c00"
 
 
 def jobs_per_hour(
-    series: Sequence[tuple[datetime, dict[str, int]]], states: Sequence[str], *, chart_id: str
+    series: Sequence[tuple[datetime, dict[str, int]]],
+    states: Sequence[str],
+    *,
+    chart_id: str,
+    title: str = "Jobs created per hour, by current state",
+    counted: str = "jobs created",
 ) -> Markup:
-    """Stacked bars: jobs created in each hour, coloured by their current state."""
+    """Stacked bars per hour, one colour per state (jobs created per hour by their current
+    state, or with `title`/`counted`, any per-hour counts by state such as jobs in each state
+    at the end of each hour)."""
     width, height, left, bottom, top = 720, 220, 40, 30, 10
     plot_h = height - bottom - top
     peak = max([sum(c.values()) for _, c in series] + [1])
@@ -37,9 +44,9 @@ def jobs_per_hour(
     parts = [
         f'<svg role="img" aria-labelledby="{chart_id}-t {chart_id}-d" viewBox="0 0 {width} '
         f'{height}" width="100%" class="chart">',
-        f'<title id="{chart_id}-t">Jobs created per hour, by current state</title>',
-        f'<desc id="{chart_id}-d">{total} jobs created in the last {len(series)} hours; '
-        f"the busiest hour had {peak if total else 0}.</desc>",
+        f'<title id="{chart_id}-t">{escape(title)}</title>',
+        f'<desc id="{chart_id}-d">{total} {escape(counted)} over the last {len(series)} '
+        f"hours; the highest hour had {peak if total else 0}.</desc>",
         f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" y2="{top + plot_h}" '
         'stroke="#333" />',
         f'<text x="{left - 6}" y="{top + 10}" text-anchor="end" font-size="11" '

@@ -43,11 +43,13 @@ from api.context import ApiState, api_state
 from api.problems import Problem
 from api.routes.endpoints import _recover
 from api.webhook_schemas import RECOVERABLE_STATES
-from ledger.errors import InvalidTransition, LedgerError
+from ledger.delivery import Delivery
+from ledger.errors import InvalidTransition, JobNotFound, LedgerError
 from ledger.receipt import render_markdown
 from ledger.story import STATE_WORDS, explain
 from ledger.tenancy import ADMIN
 from projections.delivery_queue import list_deliveries
+from projections.state_history import state_history
 from projections.stuck import stuck_report
 from storage.sql import SqlStore, parse_utc_text
 
@@ -416,27 +418,48 @@ def _queue_context(api: ApiState, scope: str | None) -> dict[str, Any]:
         counts = queries.counts_by_state(tx, scope)
         jobs = queries.active_jobs(tx, scope)
         series = queries.created_per_hour(tx, scope, now=now)
+        history = state_history(tx, scope, now=now)
     chart = charts.jobs_per_hour(series, queries.STATE_ORDER, chart_id="jobs-per-hour")
+    states_chart = charts.jobs_per_hour(
+        history,
+        queries.STATE_ORDER,
+        chart_id="jobs-by-state",
+        title="Jobs in each state at the end of each hour",
+        counted="job-hours",
+    )
     return {
         "counts": counts,
         "jobs": jobs,
         "chart": chart,
+        "states_chart": states_chart,
         "colours": charts.STATE_COLOURS,
         "clock": now,
     }
 
 
 def _job_context(api: ApiState, scope: str | None, job_id: UUID) -> dict[str, Any]:
-    status = api.reads.get(scope, job_id)  # JobNotFound (404) for another tenant's job
-    events = api.ledger.job_events(job_id)
+    """The job and its deliveries as the ledger has them now (folded from their events), so
+    a page shown right after a cancel or a retry already says so; which deliveries exist
+    comes from the delivery view."""
+    events = api.ledger.job_events(job_id)  # JobNotFound (404) when there is no such job
+    job: Any = None
+    for event in events:
+        job = event.mutate(job)
+    if scope is not None and job.tenant_id != scope:
+        raise JobNotFound(job_id)  # another tenant's job: 404 as well
+    status = job.status()
     with _views(api).transaction() as tx:
         page = list_deliveries(tx, job_id=str(job_id), tenant_id=scope, limit=100)
     deliveries = []
     delivery_events = []
     for doc in page.docs:
-        delivery = orjson.loads(doc)
-        delivery_id = UUID(delivery["id"])
-        delivery_events.append(list(api.ledger.events.get(delivery_id)))
+        delivery_id = UUID(orjson.loads(doc)["id"])
+        history: list[Any] = list(api.ledger.events.get(delivery_id))
+        current: Any = None
+        for step in history:
+            current = step.mutate(current)
+        delivery = current.describe()
+        delivery_events.append(history)
         delivery["attempt_log"] = [
             {
                 "attempt": e.attempt,
@@ -448,7 +471,8 @@ def _job_context(api: ApiState, scope: str | None, job_id: UUID) -> dict[str, An
                 "latency_ms": (e.receipt or {}).get("latency_ms"),
                 "error": (e.receipt or {}).get("error"),
             }
-            for e in api.ledger.delivery_attempts(delivery_id)
+            for e in history
+            if isinstance(e, Delivery.DeliveryAttempted)
         ]
         deliveries.append(delivery)
     receipt = api.reads.receipt(scope, job_id)

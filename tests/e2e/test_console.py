@@ -17,6 +17,7 @@ LEDGER_UPDATE_SCREENSHOTS=1 the queue page also goes to docs/console.png, the RE
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -212,6 +213,38 @@ def test_writer_cancels_a_scheduled_job(
     expect(page.locator(".story")).to_contain_text("customer asked")
     assert str(api.ledger.state_of(uuid.UUID(job_id))) == "canceled"
     shoot(page, "job-canceled")
+
+
+def test_writer_retries_a_dead_lettered_delivery_from_the_job_page(
+    signed_in: Callable[[str], Page], api: Server, tenant: Tenant
+) -> None:
+    hook = tenant.writer.post(
+        "/v1/endpoints", json={"url": "https://hooks.example.com/dead", "event_types": ["*"]}
+    )
+    assert hook.status_code == 201, hook.text
+    job_id = new_job(tenant)
+    deadline = time.monotonic() + 10
+    while not (made := tenant.writer.get("/v1/deliveries").json()["deliveries"]):
+        assert time.monotonic() < deadline, "the fan-out made no delivery"
+        time.sleep(0.05)
+    delivery_id = uuid.UUID(made[0]["id"])
+    api.ledger.record_delivery_attempt(  # the only attempt failed: dead-lettered
+        delivery_id,
+        attempt=1,
+        succeeded=False,
+        receipt={"status_code": 500, "error_class": "http_status", "error": "HTTP 500"},
+        next_attempt_at=None,
+        actor="delivery:console-test",
+    )
+    dead = tenant.writer.get("/v1/deliveries", params={"state": "dead_lettered"}).json()
+    assert [d["id"] for d in dead["deliveries"]] == [str(delivery_id)]  # the views caught up
+    page = signed_in(tenant.writer.headers["Authorization"].removeprefix("Bearer "))
+    page.goto(f"/ui/jobs/{job_id}")
+    expect(page.locator(".delivery").first).to_contain_text("dead_lettered")
+    page.get_by_role("button", name="Retry this delivery").click()
+    expect(page.locator(".delivery").first).to_contain_text("pending")
+    assert str(api.ledger.get_delivery(delivery_id, tenant_id=None).state) == "pending"
+    shoot(page, "job-delivery-retried")
 
 
 def test_reader_sees_no_cancel_button_and_a_forged_post_is_refused(
