@@ -82,6 +82,19 @@ class Principal:
         """The tenant whose objects this key sees; None is every tenant."""
         return None if self.role == ADMIN else self.tenant_id
 
+    def tenant_filter(self, asked: str | None) -> str | None:
+        """The tenant a report or list covers: admin keys every tenant or the one `asked`
+        for; a tenant key only its own (naming another is a 403)."""
+        if self.scope is None:
+            return asked
+        if asked is not None and asked != self.scope:
+            raise Problem(
+                "forbidden",
+                f"A {self.role} key sees only its own tenant; tenant_id is for admin keys.",
+                extra={"role": self.role},
+            )
+        return self.scope
+
     def require(self, permission: Permission) -> None:
         if permission not in GRANTS.get(self.role, frozenset()):
             extra = ""

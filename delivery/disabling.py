@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from ledger.clock import iso_z
 from storage.sql import SqlStore, parse_utc_text
 
 HEALTH_TABLE = "endpoint_health"
@@ -76,7 +77,7 @@ def disable_reason(
         if failing_for >= after_seconds:
             return (
                 f"every delivery attempt failed for {_duration(failing_for)} "
-                f"(since {_iso(streak.failing_since)}; the limit is {_duration(after_seconds)})"
+                f"(since {iso_z(streak.failing_since)}; the limit is {_duration(after_seconds)})"
             )
     if 0 < after_dead_letters <= streak.consecutive_dead_letters:
         return (
@@ -92,7 +93,3 @@ def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} hours"
     return f"{seconds:.0f} seconds"
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")

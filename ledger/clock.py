@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, overload
+
+
+@overload
+def iso_z(value: datetime) -> str: ...
+@overload
+def iso_z(value: None) -> None: ...
+def iso_z(value: datetime | None) -> str | None:
+    """RFC 3339 text with `Z` for UTC, as every API answer and event view writes times."""
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 class Clock(Protocol):

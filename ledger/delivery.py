@@ -29,6 +29,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from ledger.aggregate import AuditedAggregate
+from ledger.clock import iso_z
 from ledger.errors import InvalidTransition, WrongAttempt
 
 
@@ -281,10 +282,10 @@ class Delivery(AuditedAggregate):
             "state": str(self.state),
             "hold_reason": self.hold_reason,
             "attempts": self.attempts,
-            "next_attempt_at": _iso(self.next_attempt_at),
+            "next_attempt_at": iso_z(self.next_attempt_at),
             "last_attempt": self.last_attempt,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
+            "created_at": iso_z(self.created_at),
+            "updated_at": iso_z(self.updated_at),
             "version": self.version,
         }
 
@@ -297,7 +298,3 @@ class Delivery(AuditedAggregate):
                 tuple(str(s) for s in allowed if s is not None),
                 subject="a delivery",
             )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -25,6 +25,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from ledger.aggregate import AuditedAggregate
+from ledger.clock import iso_z
 from ledger.errors import InvalidEndpoint, InvalidTransition
 
 # SPEC section 6. `job.failed` is the terminal failure; `job.retrying` a failed attempt that
@@ -343,8 +344,8 @@ class Endpoint(AuditedAggregate):
             "disabled_reason": self.disabled_reason,
             "disabled_automatically": self.disabled_automatically,
             "last_error": self.last_error,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
+            "created_at": iso_z(self.created_at),
+            "updated_at": iso_z(self.updated_at),
             "version": self.version,
         }
 
@@ -403,7 +404,3 @@ def _check_schedule(schedule: tuple[float, ...]) -> None:
 
 def _finite(value: float) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -21,6 +21,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from ledger.aggregate import AuditedAggregate
+from ledger.clock import iso_z
 from ledger.errors import InvalidTransition, LeaseNotExpired, NotDue, WrongAttempt
 from ledger.retry import RetryPolicy
 
@@ -422,18 +423,18 @@ class Job(AuditedAggregate):
             "account_id": self.account_id,
             "board_id": self.board_id,
             "pin": self.pin,
-            "publish_at": _iso(self.publish_at),
+            "publish_at": iso_z(self.publish_at),
             "mode": self.mode,
             "simulate": self.simulate,
             "metadata": self.metadata,
             "attempts": self.attempts,
             "last_error": self.last_error,
             "external_ref": self.external_ref,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
-            "state_entered_at": _iso(self.state_entered_at),
-            "next_run_at": _iso(self.next_run_at),
-            "lease_expires_at": _iso(self.lease_expires_at),
+            "created_at": iso_z(self.created_at),
+            "updated_at": iso_z(self.updated_at),
+            "state_entered_at": iso_z(self.state_entered_at),
+            "next_run_at": iso_z(self.next_run_at),
+            "lease_expires_at": iso_z(self.lease_expires_at),
             "version": self.version,
         }
 
@@ -499,7 +500,3 @@ def _error(event: Job.AttemptFailed | Job.JobFailedTerminally) -> dict[str, Any]
         "ambiguous": event.ambiguous,
         "attempt": event.attempt,
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -31,6 +31,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from ledger.aggregate import AuditedAggregate
+from ledger.clock import iso_z
 from ledger.commands import AggregateCommands
 from ledger.errors import (
     ConcurrentUpdate,
@@ -165,7 +166,7 @@ class Tenant(AuditedAggregate):
         return {
             "id": str(self.id),
             "name": self.name,
-            "created_at": _iso(self.created_at),
+            "created_at": iso_z(self.created_at),
             "keys": len(self.key_ids),
             "active_keys": len(self.key_ids) - len(self.revoked_key_ids),
         }
@@ -262,8 +263,8 @@ class ApiKey(AuditedAggregate):
             "tenant_id": self.tenant_id,
             "role": self.role,
             "label": self.label,
-            "created_at": _iso(self.created_at),
-            "revoked_at": _iso(self.revoked_at),
+            "created_at": iso_z(self.created_at),
+            "revoked_at": iso_z(self.revoked_at),
         }
 
 
@@ -429,7 +430,3 @@ def _check_text(name: str, value: str | None, limit: int, *, required: bool) -> 
         raise InvalidTenancy(name, f"must be 1 to {limit} characters")
     if not value.isprintable() or value != value.strip():
         raise InvalidTenancy(name, "must be printable with no surrounding whitespace")
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None

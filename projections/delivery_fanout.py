@@ -19,13 +19,13 @@ it alone. This module must never import the web layer or the delivery package.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import orjson
 
 from ledger.application import JobLedger
+from ledger.clock import iso_z
 from ledger.delivery import delivery_id_for
 from ledger.endpoint import Endpoint, subscribes
 from ledger.job import TRANSITIONS, Job
@@ -233,7 +233,7 @@ class DeliveryFanout:
             "attempt": job["attempts"],
             "external_ref": job["external_ref"],
             "error": job["last_error"],
-            "occurred_at": _iso(event.timestamp),
+            "occurred_at": iso_z(event.timestamp),
             "version": event.originator_version,
         }
         return self._fan_out(position, event, job["tenant_id"], webhook_type, data, job_id)
@@ -267,7 +267,7 @@ class DeliveryFanout:
                 "reason": event.reason,
                 "automatic": event.automatic,
                 "last_error": event.last_error,
-                "occurred_at": _iso(event.timestamp),
+                "occurred_at": iso_z(event.timestamp),
                 "version": event.originator_version,
             }
             return self._fan_out(
@@ -285,7 +285,7 @@ class DeliveryFanout:
         job_id: str | None,
     ) -> list[NewDelivery]:
         payload = orjson.dumps(
-            {"type": webhook_type, "timestamp": _iso(event.timestamp), "data": data}
+            {"type": webhook_type, "timestamp": iso_z(event.timestamp), "data": data}
         ).decode()
         wanted = []
         for endpoint_id in self._tenant_endpoints.get(tenant_id, ()):
@@ -313,16 +313,7 @@ class DeliveryFanout:
 
 
 def _upsert(tx: Tx, table: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    key = columns[0]
-    placeholders = ", ".join("?" for _ in columns)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
-    tx.executemany(
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
-        f"ON CONFLICT ({key}) DO UPDATE SET {updates}",
-        [tuple(r[c] for c in columns) for r in rows],
-    )
+    tx.upsert(table, columns, [tuple(r[c] for c in columns) for r in rows], key=columns[:1])
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
@@ -333,7 +324,3 @@ def _endpoint(row: Any) -> dict[str, Any]:
     endpoint = dict(zip(ENDPOINT_COLUMNS, row, strict=True))
     endpoint["event_types"] = orjson.loads(endpoint["event_types"])
     return endpoint
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")

@@ -100,13 +100,7 @@ class DeliveryQueueProjection:
             if event.originator_version == 1:
                 created[delivery.id] = position
         rows = [_row(d, position, created.get(d.id, 0)) for d, position in changed.values()]
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in KEEP_ON_UPDATE)
-        tx.executemany(
-            f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
-            f"ON CONFLICT (delivery_id) DO UPDATE SET {updates}",
-            rows,
-        )
+        tx.upsert(self.table, COLUMNS, rows, key=("delivery_id",), keep=KEEP_ON_UPDATE)
 
 
 def _row(delivery: Delivery, position: int, created_position: int) -> tuple[Any, ...]:

@@ -160,14 +160,12 @@ class EndpointHealthProjection:
                     )
                 )
         if rows:
-            placeholders = ", ".join("?" for _ in ROW)
-            updates = ", ".join(
-                f"{c} = excluded.{c}" for c in ROW if c not in ("endpoint_id", "created_position")
-            )
-            tx.executemany(
-                f"INSERT INTO {self.table} ({', '.join(ROW)}) VALUES ({placeholders}) "
-                f"ON CONFLICT (endpoint_id) DO UPDATE SET {updates}",
+            tx.upsert(
+                self.table,
+                ROW,
                 [tuple(r[c] for c in ROW) for r in rows.values()],
+                key=("endpoint_id",),
+                keep=("created_position",),
             )
         if attempts:
             tx.executemany(

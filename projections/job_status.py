@@ -108,13 +108,7 @@ class JobStatusProjection:
         rows = [
             self._row(job, position, created.get(job.id, 0)) for job, position in changed.values()
         ]
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in KEEP_ON_UPDATE)
-        tx.executemany(
-            f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
-            f"ON CONFLICT (job_id) DO UPDATE SET {updates}",
-            rows,
-        )
+        tx.upsert(self.table, COLUMNS, rows, key=("job_id",), keep=KEEP_ON_UPDATE)
 
     @staticmethod
     def _row(job: Job, position: int, created_position: int) -> tuple[Any, ...]:

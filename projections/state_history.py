@@ -85,24 +85,28 @@ class JobStateHistoryProjection:
             counts[tenant][after] += 1
             jobs[job_id] = (tenant, after)
             snapshots[(tenant, hour_of(event.timestamp))] = dict(counts[tenant])
-        tx.executemany(
-            f"INSERT INTO {t}_jobs (job_id, tenant_id, state) VALUES (?, ?, ?) "
-            "ON CONFLICT (job_id) DO UPDATE SET state = excluded.state",
+        tx.upsert(
+            f"{t}_jobs",
+            ("job_id", "tenant_id", "state"),
             [(job_id, tenant, state) for job_id, (tenant, state) in jobs.items()],
+            key=("job_id",),
+            keep=("tenant_id",),
         )
-        tx.executemany(
-            f"INSERT INTO {t}_now (tenant_id, state, jobs) VALUES (?, ?, ?) "
-            "ON CONFLICT (tenant_id, state) DO UPDATE SET jobs = excluded.jobs",
+        tx.upsert(
+            f"{t}_now",
+            ("tenant_id", "state", "jobs"),
             [(tenant, s, n) for tenant, by in counts.items() for s, n in by.items()],
+            key=("tenant_id", "state"),
         )
-        tx.executemany(
-            f"INSERT INTO {t} (tenant_id, hour, state, jobs) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (tenant_id, hour, state) DO UPDATE SET jobs = excluded.jobs",
+        tx.upsert(
+            t,
+            ("tenant_id", "hour", "state", "jobs"),
             [
                 (tenant, hour, s, n)
                 for (tenant, hour), by in snapshots.items()
                 for s, n in by.items()
             ],
+            key=("tenant_id", "hour", "state"),
         )
 
     def _counts(self, tx: Tx, tenant: str) -> dict[str, int]:

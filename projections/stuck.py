@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ledger.clock import iso_z
 from storage.sql import Tx, parse_utc_text, utc_text
 
 
@@ -91,10 +92,10 @@ def stuck_report(
                         "attempts": row[5],
                         "reason": reason,
                         "why": REASONS[reason].format(**asdict(t)),
-                        "since": _iso(since),
+                        "since": iso_z(since),
                         "age_seconds": round((now - since).total_seconds(), 3) if since else None,
-                        "next_run_at": _iso(parse_utc_text(row[7])),
-                        "lease_expires_at": _iso(parse_utc_text(row[8])),
+                        "next_run_at": iso_z(parse_utc_text(row[7])),
+                        "lease_expires_at": iso_z(parse_utc_text(row[8])),
                     },
                 )
             )
@@ -120,7 +121,7 @@ def stuck_report(
     ).fetchone()[0]
     oldest_at = parse_utc_text(oldest)
     return {
-        "generated_at": _iso(now),
+        "generated_at": iso_z(now),
         "thresholds": asdict(t),
         "counts_by_state": by_state,
         "counts_by_account": by_account,
@@ -129,7 +130,3 @@ def stuck_report(
         ),
         "stuck": stuck[:limit],
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -12,7 +12,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -61,6 +61,26 @@ class Tx:
                 cur.executemany(sql.replace("?", "%s"), rows)
         else:
             self.raw.executemany(sql, rows)
+
+    def upsert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        key: Sequence[str],
+        keep: Collection[str] = (),
+    ) -> None:
+        """Insert `rows`; where `key` exists, overwrite every column but the key and `keep`."""
+        updates = ", ".join(
+            f"{c} = excluded.{c}" for c in columns if c not in key and c not in keep
+        )
+        self.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}",
+            rows,
+        )
 
 
 class SqlStore:

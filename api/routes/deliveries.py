@@ -14,13 +14,14 @@ from starlette.routing import Route
 
 from api import schemas
 from api import webhook_schemas as ws
-from api.auth import Permission, Principal
+from api.auth import Permission
 from api.bodies import read_json
 from api.context import ApiState, api_state
 from api.http import json_response, path_uuid
 from api.problems import Problem
 from api.webhook_reads import DeliveryFilters, WebhookReads
 from ledger.application import JobLedger
+from ledger.clock import iso_z
 from ledger.delivery import Delivery
 
 MANUAL_RETRY_REASON = "manual"
@@ -36,7 +37,7 @@ async def list_deliveries(request: Request) -> Response:
         job_id=query.get("job_id"),
     )
     return await delivery_page(
-        request, api, tenant_scope(who, query.get("tenant_id")), filters, query
+        request, api, who.tenant_filter(query.get("tenant_id")), filters, query
     )
 
 
@@ -88,27 +89,10 @@ async def delivery_page(
     return json_response({"deliveries": page.items, "next_cursor": page.next_cursor})
 
 
-def tenant_scope(who: Principal, asked: str | None) -> str | None:
-    """Admin keys see every tenant or the one asked for; tenant keys only their own."""
-    if who.scope is None:
-        return asked
-    if asked is not None and asked != who.scope:
-        raise Problem(
-            "forbidden",
-            f"A {who.role} key sees only its own tenant; tenant_id is for admin keys.",
-            extra={"role": who.role},
-        )
-    return who.scope
-
-
 def webhook_reads(api: ApiState, request: Request) -> WebhookReads:
     if api.webhook_reads is None:
         raise Problem("not-found", f"{request.url.path} needs read models; this app has none.")
     return api.webhook_reads
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 # -- internals --
@@ -132,9 +116,9 @@ def _attempt(event: Delivery.DeliveryAttempted) -> dict[str, Any]:
         "attempt": event.attempt,
         "succeeded": event.succeeded,
         "result_state": event.result_state,
-        "next_attempt_at": iso(event.next_attempt_at),
+        "next_attempt_at": iso_z(event.next_attempt_at),
         "hold_reason": event.hold_reason,
-        "occurred_at": iso(event.timestamp),
+        "occurred_at": iso_z(event.timestamp),
         "actor": event.actor,
         "receipt": event.receipt,
     }
@@ -144,7 +128,7 @@ def _plain(value: Any) -> Any:
     """Plain JSON: any time the store gave back as a datetime (e.g. inside a receipt the
     sender wrote) becomes RFC 3339 text."""
     if isinstance(value, datetime):
-        return iso(value)
+        return iso_z(value)
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

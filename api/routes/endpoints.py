@@ -24,11 +24,12 @@ from api.bodies import read_json
 from api.context import ApiState, api_state
 from api.http import POSITION_HEADER, json_response, path_uuid
 from api.problems import Problem
-from api.routes.deliveries import delivery_page, iso, tenant_scope, webhook_reads
+from api.routes.deliveries import delivery_page, webhook_reads
 from api.targets import TargetCheck
 from api.webhook_reads import DeliveryFilters, WebhookReads
 from api.webhook_tester import render_test_exchange
 from ledger.application import JobLedger
+from ledger.clock import iso_z
 from ledger.endpoint import Endpoint, EndpointSettings, EndpointState
 from ledger.errors import InvalidTransition, TenantNotFound
 from ledger.webhooks import DEFAULT_GRACE_SECONDS
@@ -74,7 +75,7 @@ async def list_endpoints(request: Request) -> Response:
     reads = webhook_reads(api, request)
     page = await api.call(
         reads.list_endpoints,
-        tenant_scope(who, query.get("tenant_id")),
+        who.tenant_filter(query.get("tenant_id")),
         query.get("limit", schemas.LIST_LIMIT_DEFAULT),
         query.get("cursor"),
         query.get("min_position"),
@@ -163,7 +164,7 @@ async def rotate_secret(request: Request) -> Response:
     shown = {
         **endpoint.describe(),
         "secret": secret,
-        "previous_secret_expires_at": iso(endpoint.previous_secrets[-1][1]),
+        "previous_secret_expires_at": iso_z(endpoint.previous_secrets[-1][1]),
     }
     return json_response(shown, position=rotated.position, headers=NO_STORE)
 
@@ -186,7 +187,7 @@ async def test_endpoint(request: Request) -> Response:
     _require_active(endpoint, "send a test event to")
     payload = {
         "type": "webhook.test",
-        "timestamp": iso(api.ledger.clock.now()),
+        "timestamp": iso_z(api.ledger.clock.now()),
         "data": {
             "endpoint_id": str(endpoint.id),
             "tenant_id": endpoint.tenant_id,
@@ -238,7 +239,7 @@ async def recover(request: Request) -> Response:
     return json_response(
         {
             "endpoint_id": str(endpoint_id),
-            "since": iso(since),
+            "since": iso_z(since),
             "retried": len(retried),
             "delivery_ids": retried,
             "more": more,
