@@ -41,7 +41,7 @@ from api.console.session import (
 )
 from api.context import ApiState, api_state
 from api.problems import Problem
-from api.routes.endpoints import _recover
+from api.routes.endpoints import recover_deliveries
 from api.webhook_schemas import RECOVERABLE_STATES
 from ledger.delivery import Delivery
 from ledger.errors import InvalidTransition, JobNotFound, LedgerError
@@ -375,7 +375,9 @@ def make_routes(console: Console) -> list[BaseRoute]:
             )
         assert api.webhook_reads is not None
         since = api.ledger.clock.now() - timedelta(hours=int(hours))
-        await api.call(_recover, api.ledger, api.webhook_reads, endpoint_id, since, me.who.actor)
+        await api.call(
+            recover_deliveries, api.ledger, api.webhook_reads, endpoint_id, since, me.who.actor
+        )
         return RedirectResponse("/ui/endpoints", status_code=303)
 
     def get(path: str, handler: Handler, name: str) -> Route:

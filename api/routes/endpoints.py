@@ -234,7 +234,7 @@ async def recover(request: Request) -> Response:
     _require_active(endpoint, "recover deliveries of")
     reads = webhook_reads(api, request)
     retried, more, position = await api.call(
-        _recover, api.ledger, reads, endpoint_id, since, who.actor
+        recover_deliveries, api.ledger, reads, endpoint_id, since, who.actor
     )
     return json_response(
         {
@@ -330,7 +330,7 @@ def _require_active(endpoint: Endpoint, command: str) -> None:
         raise InvalidTransition(command, str(endpoint.state), ("active",), subject="an endpoint")
 
 
-def _recover(
+def recover_deliveries(
     ledger: JobLedger, reads: WebhookReads, endpoint_id: UUID, since: datetime, actor: str
 ) -> tuple[list[str], bool, int]:
     """Retry the endpoint's dead-lettered and held deliveries made since `since` (blocking)."""
