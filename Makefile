@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test check lint typecheck pytest install clean browser bench bench-quick
+.PHONY: run demo test check lint typecheck pytest install clean browser bench bench-quick soak
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "job-ledger needs Python 3.11 or newer"'
@@ -58,6 +58,12 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick
+
+# Reliability soak (not part of `make test`): tests/reliability at full size, unattended, under
+# an hour on 2 cores; then docs/reliability.md is rewritten from the recorded figures.
+soak: $(STAMP)
+	LEDGER_RELIABILITY=full $(BIN)/pytest tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m tests.reliability.report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -32,7 +32,8 @@ from api.context import ApiState, api_state
 from api.limits import BodyLimit
 from api.openapi import build_document
 from api.problems import Problem
-from api.reads import AggregateJobReads, JobReads, ProjectionJobReads
+from api.rate_limit import RateLimit
+from api.reads import AggregateJobReads, JobReads, ProjectionJobReads, StatusDocs
 from api.routes import deliveries, endpoints, jobs, ops, tenants
 from api.schemas import parse_query
 from api.targets import TargetCheck
@@ -71,7 +72,9 @@ def create_app(
             reads=job_reads,
             config=config,
             limiter=CapacityLimiter(config.threads),
-            authenticator=Authenticator(config.admin_key, config.metrics_token),
+            authenticator=Authenticator(
+                config.admin_key, config.metrics_token, key_cache_seconds=config.key_cache_seconds
+            ),
             views=views,
             webhook_reads=webhook_reads,
             targets=TargetCheck(allow_private=config.allow_private_targets, resolver=resolver),
@@ -81,9 +84,14 @@ def create_app(
             state.metrics = ops.metrics_registry(
                 ledger, views, config.stuck_thresholds, state.log_head
             )
+        if isinstance(job_reads, ProjectionJobReads) and job_reads.store.is_postgres:
+            state.status_docs = StatusDocs(job_reads)  # status reads on this loop
+            await state.status_docs.open()
         try:
             yield {"api": state}
         finally:
+            if state.status_docs is not None:
+                await state.status_docs.close()
             if webhook_tester is not None:  # its HTTP client lives on this loop
                 await webhook_tester.aclose()
 
@@ -133,9 +141,23 @@ def create_app(
             Route("/openapi.json", openapi, methods=["GET"]),
             *console,
         ],
-        middleware=[Middleware(BodyLimit, max_bytes=config.max_body_bytes)],
+        middleware=[
+            *_rate_limit(config),
+            Middleware(BodyLimit, max_bytes=config.max_body_bytes),
+        ],
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
     problems.install(app, retry_after=config.retry_after_seconds)
     return app
+
+
+def _rate_limit(config: ApiConfig) -> list[Middleware]:
+    """The request-rate limit (outermost: a refused request costs nothing), when configured."""
+    if config.rate_limit_per_second <= 0:
+        return []
+    return [
+        Middleware(
+            RateLimit, per_second=config.rate_limit_per_second, burst=config.rate_limit_burst
+        )
+    ]

@@ -13,6 +13,14 @@ the only form of it this module keeps. Roles:
 
 No key, an unknown key and a revoked key all answer 401; a role that may not do this, 403.
 
+Tenant and admin keys from the store are cached in memory (`KeyCache`), keyed by the sha256 of
+the whole token, never the token itself, for `LEDGER_API_KEY_CACHE_SECONDS` (default 5): a
+status read then costs no key lookup. A revocation through this process's API takes effect at
+once here (`Authenticator.forget_key`); in *other* API processes a revoked key keeps working
+for at most that many seconds, until its entry expires. 0 turns the cache off (every request
+reads the key from the store). Only valid keys are cached; unknown, wrong and revoked tokens
+are looked up every time. Concurrent requests with the same uncached token share one lookup.
+
 `GET /metrics` is outside the roles: Prometheus scrapers rarely carry API keys, so it is open
 unless `LEDGER_METRICS_TOKEN` is set; then that one token (and nothing else) must be sent as
 `Authorization: Bearer <token>`, compared in constant time like the admin key.
@@ -20,8 +28,11 @@ unless `LEDGER_METRICS_TOKEN` is set; then that one token (and nothing else) mus
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -31,6 +42,8 @@ from api.problems import Problem
 from ledger.tenancy import ADMIN, READER, WRITER, ApiKey, key_actor
 
 BOOTSTRAP_ADMIN_ID = "bootstrap-admin"
+DEFAULT_KEY_CACHE_SECONDS = 5.0
+KEY_CACHE_MAX_ENTRIES = 10_000
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="job-ledger"'}
 INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="job-ledger", error="invalid_token"'}
 
@@ -42,6 +55,7 @@ class Permission(StrEnum):
     MANAGE_TENANTS = "manage tenants and keys"
     READ_WEBHOOKS = "read webhook endpoints and deliveries"
     MANAGE_WEBHOOKS = "manage webhook endpoints or redeliver webhooks"
+    VERIFY_AUDIT = "verify the audit log"
 
 
 GRANTS: dict[str, frozenset[Permission]] = {
@@ -52,6 +66,7 @@ GRANTS: dict[str, frozenset[Permission]] = {
             Permission.MANAGE_TENANTS,
             Permission.READ_WEBHOOKS,
             Permission.MANAGE_WEBHOOKS,
+            Permission.VERIFY_AUDIT,
         }
     ),
     WRITER: frozenset(
@@ -107,10 +122,98 @@ class Principal:
             )
 
 
+class KeyCache:
+    """Valid keys by the sha256 of their token, each for `ttl` seconds (0: nothing is kept).
+
+    `forget(key_id)` drops a key at once and bumps `generation`; a lookup that started before
+    (and may have read the key before its revocation) is then not stored (`put` checks)."""
+
+    def __init__(
+        self,
+        ttl: float,
+        *,
+        max_entries: int = KEY_CACHE_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl < 0 or max_entries < 1:
+            raise ValueError("ttl must be >= 0 and max_entries >= 1")
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[bytes, tuple[Principal, float]] = {}  # digest -> (who, expires)
+        self.generation = 0
+
+    def get(self, digest: bytes) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if self._clock() >= entry[1]:
+            self._entries.pop(digest, None)
+            return None
+        return entry[0]
+
+    def put(self, digest: bytes, principal: Principal, generation: int) -> None:
+        if self.ttl <= 0 or generation != self.generation:
+            return
+        if len(self._entries) >= self.max_entries:  # drop the oldest (insertion order)
+            self._entries.pop(next(iter(self._entries)), None)
+        self._entries[digest] = (principal, self._clock() + self.ttl)
+
+    def forget(self, key_id: str) -> None:
+        self.generation += 1
+        for digest in [d for d, (who, _) in self._entries.items() if who.key_id == key_id]:
+            del self._entries[digest]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+KeyLookup = Callable[[str], Awaitable[ApiKey | None]]
+
+
 class Authenticator:
-    def __init__(self, admin_key: str | None, metrics_token: str | None = None) -> None:
+    def __init__(
+        self,
+        admin_key: str | None,
+        metrics_token: str | None = None,
+        *,
+        key_cache_seconds: float = DEFAULT_KEY_CACHE_SECONDS,
+    ) -> None:
         self._admin_digest = _digest(admin_key) if admin_key else None
         self._metrics_digest = _digest(metrics_token) if metrics_token else None
+        self.keys = KeyCache(key_cache_seconds)
+        self._lookups: dict[bytes, asyncio.Task[Principal]] = {}
+
+    async def key_principal(self, token: str, lookup: KeyLookup) -> Principal:
+        """The principal of a stored key (from the cache, or `lookup` in the store); 401 when
+        the token proves no active key."""
+        digest = _digest(token)
+        found = self.keys.get(digest)
+        if found is not None:
+            return found
+        task = self._lookups.get(digest)
+        if task is None:  # the first asker looks it up; the others wait for that answer
+            task = asyncio.ensure_future(self._look_up(digest, token, lookup))
+            self._lookups[digest] = task
+            task.add_done_callback(lambda done: self._lookup_done(digest, done))
+        # shield: a client that goes away does not cancel the lookup the others wait for
+        return await asyncio.shield(task)
+
+    async def _look_up(self, digest: bytes, token: str, lookup: KeyLookup) -> Principal:
+        generation = self.keys.generation
+        principal = self.principal(await lookup(token))
+        self.keys.put(digest, principal, generation)
+        return principal
+
+    def _lookup_done(self, digest: bytes, task: asyncio.Task[Principal]) -> None:
+        if self._lookups.get(digest) is task:
+            del self._lookups[digest]
+
+    def forget_key(self, key_id: str) -> None:
+        """A key was revoked in this process: it is refused from the next request on (a
+        lookup under way may have read it before; later requests do not join it)."""
+        self.keys.forget(key_id)
+        self._lookups.clear()
 
     def require_metrics_token(self, request: Request) -> None:
         """A 401 unless /metrics is open or the request bears LEDGER_METRICS_TOKEN."""

@@ -35,11 +35,23 @@ class ApiConfig:
     # sealing key by the composition root. None: a random secret per app (sessions end when
     # the process restarts and are not shared between processes).
     console_secret: bytes | None = field(default=None, repr=False)
+    # LEDGER_RATE_LIMIT_PER_SECOND / _BURST: requests a second per API key (per client IP
+    # without one), bursts of `rate_limit_burst` (`api.rate_limit`); 0: no limit (the default
+    # of an app built in code; `ledger serve` takes the Settings' defaults).
+    rate_limit_per_second: float = 0.0
+    rate_limit_burst: int = 1
+    # LEDGER_API_KEY_CACHE_SECONDS: how long a valid API key is trusted without reading the
+    # store again (`api.auth.KeyCache`): the bound on a revocation reaching *other* processes.
+    key_cache_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
         if self.threads < 1:
             raise ValueError("threads must be at least 1")
+        if self.rate_limit_per_second < 0 or self.rate_limit_burst < 1:
+            raise ValueError("rate_limit_per_second must be >= 0 and rate_limit_burst >= 1")
+        if not 0 <= self.key_cache_seconds < float("inf"):
+            raise ValueError("key_cache_seconds must be a finite number, zero or more")
         if self.ready_max_lag_events < 0:
             raise ValueError("ready_max_lag_events must be zero or more")

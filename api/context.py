@@ -19,12 +19,13 @@ from starlette.requests import Request
 
 from api.auth import Authenticator, Permission, Principal
 from api.config import ApiConfig
-from api.reads import JobReads
+from api.reads import JobReads, StatusDocs
 from api.targets import TargetCheck
 from api.webhook_reads import WebhookReads
 from api.webhook_tester import WebhookTester
 from ledger.application import JobLedger
 from ledger.errors import store_errors
+from ledger.tenancy import ApiKey
 from storage.sql import SqlStore
 
 T = TypeVar("T")
@@ -44,6 +45,8 @@ class ApiState:
     webhook_reads: WebhookReads | None = None
     targets: TargetCheck | None = None
     webhook_tester: WebhookTester | None = None
+    # The status read on the event loop (PostgreSQL read models only; `api.reads.StatusDocs`).
+    status_docs: StatusDocs | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(
@@ -54,10 +57,12 @@ class ApiState:
         token = self.authenticator.bearer_token(request)
         principal = self.authenticator.admin(token)
         if principal is None:
-            key = await self.call(self.ledger.authenticate, token)
-            principal = self.authenticator.principal(key)
+            principal = await self.authenticator.key_principal(token, self._authenticate)
         principal.require(permission)
         return principal
+
+    async def _authenticate(self, token: str) -> ApiKey | None:
+        return await self.call(self.ledger.authenticate, token)
 
     async def log_position(self) -> int:
         """The end of the log now: at or after any write this request found already done."""

@@ -16,6 +16,7 @@ from api import schemas
 from api import webhook_schemas as ws
 from api.http import POSITION_HEADER
 from api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES
+from api.rate_limit import UNLIMITED_PATHS
 from api.schemas import JSONSchema, Param
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -232,6 +233,20 @@ OPERATIONS: list[Operation] = [
         "longer than LEDGER_STUCK_OVERDUE_SECONDS), `lease_expired` (running more than "
         "LEDGER_STUCK_LEASE_GRACE_SECONDS past its lease) or `retrying_too_often` (retrying "
         "after more than LEDGER_STUCK_MAX_RETRYING_ATTEMPTS attempts).",
+    ),
+    Operation(
+        "get",
+        "/v1/audit/verify",
+        "verifyAudit",
+        "Verify the audit log: every hash chain and the checkpointed log digest",
+        "admin",
+        200,
+        schemas.AUDIT_REPORT,
+        "The report (`ok: false` names the first broken event); the same as `ledger verify`.",
+        tag="ops",
+        description="Reads the whole log, so it takes time in proportion to it (about the "
+        "speed of a projection rebuild). A changed, reordered or removed event breaks its "
+        "chain; a truncated log no longer matches its last checkpoint.",
     ),
     Operation(
         "post",
@@ -538,6 +553,56 @@ def _error_responses(op: Operation) -> dict[str, Any]:
     return dict(sorted(responses.items()))
 
 
+# OpenAPI links (for clients and stateful fuzzing): what a creating operation's answer leads
+# to. operationId -> (parameter -> runtime expression, the operations that take it)
+LINKS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
+    "createJob": (
+        {"job_id": "$response.body#/id"},
+        ("getJob", "cancelJob", "requeueJob", "listJobEvents", "getJobReceipt"),
+    ),
+    "createTenant": ({"tenant_id": "$response.body#/id"}, ("getTenant", "issueKey", "listKeys")),
+    "issueKey": (
+        {"tenant_id": "$request.path.tenant_id", "key_id": "$response.body#/id"},
+        ("getKey", "revokeKey"),
+    ),
+    "createEndpoint": (
+        {"endpoint_id": "$response.body#/id"},
+        (
+            "getEndpoint",
+            "updateEndpoint",
+            "rotateEndpointSecret",
+            "testEndpoint",
+            "listEndpointDeliveries",
+            "recoverEndpoint",
+            "getEndpointHealth",
+            "deleteEndpoint",
+        ),
+    ),
+}
+
+
+def _links(operation_id: str) -> dict[str, dict[str, Any]]:
+    if operation_id not in LINKS:
+        return {}
+    parameters, targets = LINKS[operation_id]
+    links = {
+        target[0].upper() + target[1:]: {"operationId": target, "parameters": parameters}
+        for target in targets
+    }
+    statuses = ("200", "201") if operation_id == "createJob" else ("201",)
+    return {status: links for status in statuses}
+
+
+RATE_LIMIT_HEADERS = {
+    name: {"description": text, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+    for name, text in (
+        ("RateLimit-Limit", "The burst size: requests allowed at once."),
+        ("RateLimit-Remaining", "Requests left now (0)."),
+        ("RateLimit-Reset", "Seconds until a request is allowed again."),
+    )
+}
+
+
 def _retry_after() -> dict[str, Any]:
     return {
         "Retry-After": {
@@ -573,7 +638,16 @@ def _operation(op: Operation) -> dict[str, Any]:
             "Idempotent-Replayed": {"schema": {"const": "true"}, "required": True},
         }
         responses["200"] = replay
+    for status, links in _links(op.operation_id).items():
+        responses[status] = {**responses[status], "links": links}
     responses.update(_error_responses(op))
+    if op.path not in UNLIMITED_PATHS:
+        responses["429"] = _problem(
+            429,
+            "Over the request-rate limit (LEDGER_RATE_LIMIT_PER_SECOND per API key, or per "
+            "client IP without one); nothing was done.",
+            {**_retry_after(), **RATE_LIMIT_HEADERS},
+        )
     result: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,

@@ -58,6 +58,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "body-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "validation-error": (422, "Request body is invalid"),
+    "rate-limited": (429, "Too many requests"),
     "internal-error": (500, "Internal error"),
     "store-unavailable": (503, "Store unavailable"),
     "projection-lag": (503, "Read models lag behind the log"),

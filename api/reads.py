@@ -29,9 +29,11 @@ from ledger.timeline import timeline_entry
 from projections.job_status import JobFilters as ViewFilters
 from projections.job_status import get_doc, list_docs
 from projections.runner import PositionWaiter
+from storage.async_rows import AsyncRows
 from storage.sql import SqlStore
 
 SCAN_BATCH = 500
+STATUS_POOL_SIZE = 4  # connections of the event-loop read path (`StatusDocs`)
 Rows = list[dict[str, Any]]  # (an alias: `list` is also a method name below)
 _CURSOR = re.compile(r"^log:([1-9][0-9]{0,18})$")
 
@@ -249,6 +251,12 @@ class ProjectionJobReads(AggregateJobReads):
             [orjson.loads(d) for d in page.docs], encode_cursor(last) if last is not None else None
         )
 
+    def fresh(self, min_position: int | None) -> bool:
+        """Whether a read now already reflects `min_position`, without waiting (no I/O)."""
+        if self.strong:
+            return False
+        return not min_position or self.waiter.reached(min_position)
+
     def _caught_up(self, min_position: int | None) -> bool:
         return caught_up(
             self.waiter,
@@ -257,6 +265,46 @@ class ProjectionJobReads(AggregateJobReads):
             strong=self.strong,
             wait_seconds=self.wait_seconds,
         )
+
+
+class StatusDocs:
+    """The common status read (`GET /v1/jobs/{id}`, no `as_of`, nothing to wait for) on the
+    event loop: one `job_status` row through an async psycopg pool, its stored JSON text
+    returned as is (PostgreSQL only; `ProjectionJobReads` answers everything else).
+
+    `get` answers None whenever this path cannot answer for sure (row missing, store error,
+    breaker open, pool busy for `ACQUIRE_WAIT_SECONDS`): the caller then takes the threaded
+    `ProjectionJobReads.get`, which falls back to the aggregate and maps an unreachable store
+    to 503 exactly as before. Nothing here blocks the loop (the breaker's probes run there).
+    """
+
+    def __init__(self, reads: ProjectionJobReads, *, size: int = STATUS_POOL_SIZE) -> None:
+        self.reads = reads
+        self.rows = AsyncRows(
+            reads.store.database, size=size, application_name="job-ledger-status-reads"
+        )
+
+    async def open(self) -> None:
+        await self.rows.open()
+
+    async def close(self) -> None:
+        await self.rows.close()
+
+    async def get(
+        self, tenant_id: str | None, job_id: UUID, min_position: int | None
+    ) -> str | None:
+        """The job's stored status JSON, or None: answer through `ProjectionJobReads.get`."""
+        if job_id == CHECKPOINT_LOG_ID:
+            return None
+        if not self.reads.fresh(min_position):
+            return None  # read-your-writes: the threaded path waits for the projection
+        params: tuple[str, ...] = (str(job_id),)
+        sql = "SELECT doc FROM job_status WHERE job_id = %s"
+        if tenant_id is not None:  # another tenant's job is no row, hence a 404 as before
+            sql += " AND tenant_id = %s"
+            params += (tenant_id,)
+        row = await self.rows.fetch_one(sql, params)
+        return None if row is None else str(row[0])
 
 
 def caught_up(

@@ -1,6 +1,8 @@
 """The API's schemas, as data: defined once, used both to validate and to publish OpenAPI.
 
-Request bodies are JSON Schema (Draft 2020-12) checked with `jsonschema`; query parameters,
+Request bodies are JSON Schema (Draft 2020-12): a compiled `jsonschema_rs` validator answers
+"valid?" in microseconds, and only an invalid body goes through `jsonschema`, whose errors name
+every field at fault (it also decides, should the two ever disagree). Query parameters,
 path parameters and headers are `Param`s whose schema drives both their parsing here and their
 entry in `/openapi.json`, so the document and the server cannot drift. Limits come from
 `ledger.request` (Pinterest's field limits), which still enforces the product rules itself.
@@ -14,6 +16,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -440,6 +443,34 @@ STUCK_JOB: JSONSchema = {
     },
 }
 
+AUDIT_REPORT: JSONSchema = {
+    "type": "object",
+    "required": ["ok", "events", "checkpoints", "digest", "position", "first_break"],
+    "properties": {
+        "ok": {"type": "boolean", "description": "every hash chain and checkpoint verifies"},
+        "events": {"type": "integer", "description": "events verified"},
+        "checkpoints": {"type": "integer", "description": "checkpoints matched"},
+        "digest": {"type": "string", "description": "the log digest at `position`"},
+        "position": {"type": "integer", "description": "the last log position verified"},
+        "first_break": {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["position", "job_id", "version", "reason"],
+                    "properties": {
+                        "position": {"type": ["integer", "null"]},
+                        "job_id": {"type": ["string", "null"]},
+                        "version": {"type": ["integer", "null"]},
+                        "reason": {"type": "string"},
+                    },
+                },
+                {"type": "null"},
+            ],
+            "description": "the first event that does not verify, or null",
+        },
+    },
+}
+
 STUCK_REPORT: JSONSchema = {
     "type": "object",
     "required": [
@@ -645,11 +676,31 @@ IDEMPOTENCY_KEY = Param(
 # -- validation --
 
 
+@dataclass(frozen=True)
+class _Validators:
+    schema: JSONSchema  # held so that its id() is not reused while cached
+    fast: Any
+    full: Draft202012Validator
+
+
+_VALIDATORS: dict[int, _Validators] = {}
+
+
+def _validators(schema: JSONSchema) -> _Validators:
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached.schema is not schema:
+        fast = jsonschema_rs.Draft202012Validator(schema, validate_formats=False)
+        cached = _Validators(schema, fast, Draft202012Validator(schema))
+        _VALIDATORS[id(schema)] = cached
+    return cached
+
+
 def validate_body(schema: JSONSchema, body: Mapping[str, Any]) -> None:
     """Check `body` against `schema`; a 422 problem listing every field at fault."""
-    errors = sorted(
-        Draft202012Validator(schema).iter_errors(body), key=lambda e: [str(p) for p in e.path]
-    )
+    validators = _validators(schema)
+    if validators.fast.is_valid(body):
+        return
+    errors = sorted(validators.full.iter_errors(body), key=lambda e: [str(p) for p in e.path])
     if not errors:
         return
     invalid: list[dict[str, str]] = []

@@ -40,6 +40,7 @@ STALE_LEASE_AGE = timedelta(hours=1)
 # A `webhook.test` delivery is sent by the request that made it (`Sender.deliver_now`); the
 # claim loop leaves it alone this long, and sends it only if that request died meanwhile.
 TEST_DELIVERY_GRACE = timedelta(seconds=30)
+RELEASE_CHUNK = 500  # lease ids per DELETE (SQLite allows 32766 parameters, PostgreSQL 65535)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,46 @@ class DeliveryClaims:
         """
         if limit <= 0:
             return []
+        with self.store.transaction() as tx:
+            return self._claim(
+                tx, now, limit, lease_seconds, exclude_endpoints, accept, scan or limit
+            )
+
+    def claim_batch(
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        lease_seconds: float,
+        exclude_endpoints: Collection[str] = (),
+        accept: Callable[[Due], bool] | None = None,
+        scan: int | None = None,
+        release: Collection[str] = (),
+    ) -> tuple[list[Lease], datetime | None]:
+        """The sender's pass, in ONE transaction: drop this owner's leases on `release` (the
+        deliveries whose attempts it finished since its last pass), `claim` as above, and,
+        when fewer than `limit` were leased, say when the earliest pending delivery without
+        a live lease is due (`next_due`; None: nothing pending, or the batch is full)."""
+        with self.store.transaction() as tx:
+            self._release(tx, release)
+            leases = (
+                self._claim(tx, now, limit, lease_seconds, exclude_endpoints, accept, scan or limit)
+                if limit > 0
+                else []
+            )
+            due = self._next_due(tx, now) if len(leases) < limit else None
+        return leases, due
+
+    def _claim(
+        self,
+        tx: Tx,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        exclude_endpoints: Collection[str],
+        accept: Callable[[Due], bool] | None,
+        scan: int,
+    ) -> list[Lease]:
         stamp = utc_text(now)
         until = now + timedelta(seconds=lease_seconds)
         params: list[Any] = [stamp, ORIGIN_TEST, utc_text(now - TEST_DELIVERY_GRACE), stamp]
@@ -134,27 +175,26 @@ class DeliveryClaims:
             f"SELECT q.delivery_id, q.endpoint_id, q.attempts, q.version FROM {self.queue} q "
             f"WHERE {where} ORDER BY q.next_attempt_at LIMIT ?"
         )
-        params.append(max(scan or limit, limit))
+        params.append(max(scan, limit))
         if self.store.is_postgres:
             sql += " FOR UPDATE OF q SKIP LOCKED"
         leases: list[Lease] = []
-        with self.store.transaction() as tx:
-            for row in tx.execute(sql, params).fetchall():
-                if len(leases) >= limit:
-                    break
-                due = Due(str(row[0]), str(row[1]), int(row[2]), int(row[3]))
-                if accept is not None and not accept(due):
-                    continue
-                lease = Lease(
-                    due.delivery_id,
-                    due.endpoint_id,
-                    due.attempts + 1,
-                    due.version,
-                    self.owner,
-                    until,
-                )
-                if self._write_lease(tx, lease, stamp):
-                    leases.append(lease)
+        for row in tx.execute(sql, params).fetchall():
+            if len(leases) >= limit:
+                break
+            due = Due(str(row[0]), str(row[1]), int(row[2]), int(row[3]))
+            if accept is not None and not accept(due):
+                continue
+            lease = Lease(
+                due.delivery_id,
+                due.endpoint_id,
+                due.attempts + 1,
+                due.version,
+                self.owner,
+                until,
+            )
+            if self._write_lease(tx, lease, stamp):
+                leases.append(lease)
         return leases
 
     def claim_one(
@@ -192,12 +232,20 @@ class DeliveryClaims:
                 (utc_text(until), lease.delivery_id, self.owner),
             )
 
-    def release(self, delivery_id: str) -> None:
-        """Drop this owner's lease on the delivery (its attempt is recorded or abandoned)."""
+    def release(self, *delivery_ids: str) -> None:
+        """Drop this owner's leases on the deliveries (their attempts are recorded or
+        abandoned)."""
         with self.store.transaction() as tx:
+            self._release(tx, delivery_ids)
+
+    def _release(self, tx: Tx, delivery_ids: Collection[str]) -> None:
+        ids = sorted(set(delivery_ids))
+        for start in range(0, len(ids), RELEASE_CHUNK):
+            chunk = ids[start : start + RELEASE_CHUNK]
             tx.execute(
-                f"DELETE FROM {self.leases} WHERE delivery_id = ? AND owner = ?",
-                (delivery_id, self.owner),
+                f"DELETE FROM {self.leases} WHERE owner = ? "
+                f"AND delivery_id IN ({', '.join('?' for _ in chunk)})",
+                (self.owner, *chunk),
             )
 
     def purge(self, now: datetime) -> int:
@@ -213,11 +261,14 @@ class DeliveryClaims:
         """When the earliest pending delivery without a live lease is due (None: nothing
         pending). The caller only uses it to decide how long it may sleep."""
         with self.store.transaction() as tx:
-            row = tx.execute(
-                f"SELECT q.next_attempt_at FROM {self.queue} q WHERE q.state = 'pending' "
-                "AND q.next_attempt_at IS NOT NULL AND NOT EXISTS ("
-                f"SELECT 1 FROM {self.leases} l WHERE l.delivery_id = q.delivery_id "
-                "AND l.leased_until > ?) ORDER BY q.next_attempt_at LIMIT 1",
-                (utc_text(now),),
-            ).fetchone()
+            return self._next_due(tx, now)
+
+    def _next_due(self, tx: Tx, now: datetime) -> datetime | None:
+        row = tx.execute(
+            f"SELECT q.next_attempt_at FROM {self.queue} q WHERE q.state = 'pending' "
+            "AND q.next_attempt_at IS NOT NULL AND NOT EXISTS ("
+            f"SELECT 1 FROM {self.leases} l WHERE l.delivery_id = q.delivery_id "
+            "AND l.leased_until > ?) ORDER BY q.next_attempt_at LIMIT 1",
+            (utc_text(now),),
+        ).fetchone()
         return parse_utc_text(str(row[0])) if row else None

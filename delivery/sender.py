@@ -1,12 +1,13 @@
 """The webhook sender: claims due deliveries, sends each attempt, records it in the ledger.
 
 One `Sender` runs on one asyncio loop (`run`, in the delivery role's thread) with one shared
-`httpx.AsyncClient` for every endpoint. Limits:
+`httpx.AsyncClient` for every endpoint, over aiohttp's connection pool
+(`delivery.aiohttp_transport`: httpx's own pool rescans its connections on every request,
+encode/httpx#3215, which cost this loop most of its time at 64 in flight; the measured
+comparison is in docs/performance.md). Limits:
 - a global cap (`concurrency`) on attempts in flight, and the client's connection pool is
   sized to it: a pool smaller than the concurrency would let a slow endpoint's connections
-  starve every other endpoint's requests. (Shared HTTPX.md: httpx's pool rescans its
-  connections on every request, encode/httpx#3215, so very large pools cost CPU; and `sniffio`
-  must be installed, encode/httpcore#1103, which pyproject.toml lists.)
+  starve every other endpoint's requests.
 - a per-endpoint cap (the endpoint's `max_in_flight`, else `endpoint_concurrency`), applied
   when claiming: an endpoint at its cap is left out of the claim, so one slow or dead endpoint
   holds at most its own cap of slots and never delays deliveries to other endpoints. Until an
@@ -20,8 +21,8 @@ One attempt (`_attempt`):
 3. the body is the delivery's exact payload bytes (or their AES-256-GCM envelope when the
    endpoint has a payload key), signed with every current signing secret and a fresh
    `webhook-timestamp` (`delivery.signing`); the request goes through the SSRF guard
-   (`delivery.targets.GuardedTransport`): a refused target is a failed attempt,
-   `refused_target`;
+   (`delivery.aiohttp_transport`, with the checks of `delivery.targets`): a refused target is
+   a failed attempt, `refused_target`;
 4. the outcome is recorded with its receipt: success (2xx); `410 Gone` holds the delivery
    (`endpoint_gone`) and disables the endpoint; any other failure is retried after
    `RetrySchedule.next_delay` (the endpoint's schedule or the service's; `Retry-After` may
@@ -55,13 +56,14 @@ from uuid import UUID
 
 import httpx
 
+from delivery.aiohttp_transport import GuardedAiohttpTransport
 from delivery.claims import DeliveryClaims, Due, Lease
 from delivery.crypto import encrypt_payload
 from delivery.disabling import disable_reason, read_streak
 from delivery.http import Exchange, post, receipt
 from delivery.retry import DEFAULT_SCHEDULE, RetrySchedule, parse_retry_after
 from delivery.signing import webhook_headers
-from delivery.targets import GuardedTransport, TargetPolicy
+from delivery.targets import TargetPolicy
 from ledger.application import JobLedger
 from ledger.commands import Changed
 from ledger.delivery import ORIGIN_TEST, Delivery, DeliveryState
@@ -163,10 +165,13 @@ class _NotSent(Exception):
 
 
 def make_client(*, concurrency: int, allow_private_targets: bool) -> httpx.AsyncClient:
-    """The shared client: SSRF-guarded transport, pool sized to the concurrency, no redirects,
-    no proxies from the environment."""
+    """The shared client: SSRF-guarded aiohttp transport (`delivery.aiohttp_transport`; the
+    comparison behind the choice is in docs/performance.md), pool sized to the concurrency, no
+    redirects, no proxies from the environment."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    transport = GuardedTransport(TargetPolicy(allow_private=allow_private_targets), limits=limits)
+    transport = GuardedAiohttpTransport(
+        TargetPolicy(allow_private=allow_private_targets), limits=limits
+    )
     return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
 
 
@@ -191,6 +196,7 @@ class Sender:
             max_workers=config.ledger_threads, thread_name_prefix="delivery-ledger"
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._finished: list[str] = []  # delivery ids whose leases the next pass releases
         self._inflight: Counter[str] = Counter()
         self._limits: dict[str, int] = {}
         self._endpoints: dict[str, tuple[float, Endpoint | None]] = {}
@@ -245,6 +251,9 @@ class Sender:
             while not stop.is_set():
                 try:
                     wait = await self.tick()
+                except StoreUnavailable:
+                    log.warning("delivery pass: store unavailable; retrying")
+                    wait = self.config.poll_seconds
                 except Exception:
                     log.exception("delivery pass failed; retrying")
                     wait = self.config.poll_seconds
@@ -262,6 +271,7 @@ class Sender:
         cfg = self.config
         free = cfg.concurrency - len(self._tasks)
         if free <= 0 or self._stopping:
+            await self._release_finished()
             return cfg.poll_seconds  # a finishing attempt wakes the loop
         now = self.ledger.clock.now()
         if time.monotonic() - self._last_purge >= PURGE_EVERY_SECONDS:
@@ -282,22 +292,27 @@ class Sender:
             taken[due.endpoint_id] += 1
             return True
 
-        leases = await self._call(
-            self.claims.claim,
-            now,
-            limit=free,
-            lease_seconds=cfg.timeout_seconds + cfg.lease_margin_seconds,
-            exclude_endpoints=full,
-            accept=accept,
-            scan=min(free * 4, 1000),
-        )
+        # The leases of attempts finished since the last pass are dropped in the claim's own
+        # transaction: one round trip per pass, not one per attempt.
+        release, self._finished = self._finished, []
+        try:
+            leases, next_due = await self._call(
+                self.claims.claim_batch,
+                now,
+                limit=free,
+                lease_seconds=cfg.timeout_seconds + cfg.lease_margin_seconds,
+                exclude_endpoints=full,
+                accept=accept,
+                scan=min(free * 4, 1000),
+                release=release,
+            )
+        except BaseException:
+            self._finished.extend(release)  # next pass (or they expire by themselves)
+            raise
         for lease in leases:
             self._launch(lease)
-        if leases:
-            return 0.0
-        next_due = await self._call(self.claims.next_due, now)
-        if next_due is None:
-            return cfg.poll_seconds
+        if len(leases) >= free or next_due is None:
+            return cfg.poll_seconds  # full (a finishing attempt wakes us) or nothing pending
         delay = (next_due - now).total_seconds()
         # Due but not claimable (endpoint at its cap, a lagging row, another sender's lease):
         # a finishing attempt or the view moving wakes the loop; else the fallback poll.
@@ -320,6 +335,7 @@ class Sender:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5.0)
+        await self._release_finished()
         return len(pending)
 
     async def aclose(self) -> None:
@@ -415,6 +431,9 @@ class Sender:
             await self._attempt(lease, force=False)
         except _NotSent as skipped:
             log.debug("delivery %s: not sent (%s)", lease.delivery_id, skipped)
+        except StoreUnavailable:
+            log.warning("delivery %s: store unavailable; tried again later", lease.delivery_id)
+            keep_lease = True
         except Exception:
             # Kept: the delivery is tried again when the lease expires, not in a hot loop.
             log.exception("delivery %s: attempt failed; retried after its lease", lease.delivery_id)
@@ -425,11 +444,18 @@ class Sender:
                 del self._inflight[lease.endpoint_id]
             self._tasks.pop(lease.delivery_id, None)
             if not keep_lease:
-                try:
-                    await self._call(self.claims.release, lease.delivery_id)
-                except Exception as error:  # it expires by itself
-                    log.warning("delivery %s: lease not released: %s", lease.delivery_id, error)
+                self._finished.append(lease.delivery_id)  # released by the next pass
             self.wake()
+
+    async def _release_finished(self) -> None:
+        """Release the leases of finished attempts now (stopping, or no claim pass due)."""
+        if not self._finished:
+            return
+        ids, self._finished = self._finished, []
+        try:
+            await self._call(self.claims.release, *ids)
+        except Exception as error:  # they expire by themselves
+            log.warning("%d delivery leases not released: %s", len(ids), error)
 
     def _mark_acted(self, lease: Lease) -> None:
         self._acted[lease.delivery_id] = lease.version

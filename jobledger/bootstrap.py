@@ -9,6 +9,7 @@ from api.config import ApiConfig
 from jobledger.settings import Settings
 from ledger.application import JobLedger
 from ledger.clock import Clock, SystemClock
+from storage.breaker import guard_ledger
 from storage.config import Database, migrate
 
 
@@ -39,6 +40,8 @@ def build(
         rng=rng,
         endpoint_secrets=settings.webhooks.endpoint_keys(database),
     )
+    # PostgreSQL: fail fast while the store is down, recover by itself (storage/breaker.py)
+    guard_ledger(ledger, fail_fast_seconds=settings.db_fail_fast_seconds)
     return Service(settings=settings, database=database, ledger=ledger)
 
 
@@ -47,6 +50,9 @@ def api_config(settings: Settings) -> ApiConfig:
     return ApiConfig(
         admin_key=settings.admin_key,
         max_body_bytes=settings.max_body_bytes,
+        rate_limit_per_second=settings.rate_limit_per_second,
+        rate_limit_burst=settings.rate_limit_burst,
+        key_cache_seconds=settings.api_key_cache_seconds,
         threads=settings.api_threads,
         stuck_thresholds=settings.stuck_thresholds(),
         ready_max_lag_events=settings.ready_max_lag_events,

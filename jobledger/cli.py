@@ -7,6 +7,7 @@ Every command that prints data takes `--json`. Exit codes: 0 success, 1 the chec
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -66,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the service")
     serve.add_argument("--host", default=None, help="address to bind (LEDGER_HOST)")
     serve.add_argument("--port", type=int, default=None, help="port to bind (LEDGER_PORT)")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="serving processes for roles all/api, PostgreSQL only (LEDGER_PROCESSES)",
+    )
     serve.add_argument(
         "--role",
         choices=["all", "api", "worker", "delivery", "projector"],
@@ -156,6 +163,11 @@ def _print_json(data: Any) -> None:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from jobledger.serve import serve
 
+    if args.processes is not None:
+        if args.processes < 1:
+            print("ledger: --processes must be at least 1", file=sys.stderr)
+            return 2
+        settings = dataclasses.replace(settings, processes=args.processes)
     return serve(settings, host=args.host, port=args.port, role=args.role)
 
 
@@ -172,24 +184,7 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         service.close()
     if args.json:
-        brk = report.first_break
-        _print_json(
-            {
-                "ok": report.ok,
-                "events": report.events,
-                "checkpoints": report.checkpoints,
-                "digest": report.digest,
-                "position": report.position,
-                "first_break": None
-                if brk is None
-                else {
-                    "position": brk.position,
-                    "job_id": brk.aggregate_id,
-                    "version": brk.version,
-                    "reason": brk.reason,
-                },
-            }
-        )
+        _print_json(report.as_dict())
     else:
         print(report.summary())
     return 0 if report.ok else EXIT_FAILED

@@ -1,13 +1,18 @@
-"""`ledger serve`: run the chosen roles of the service in this process."""
+"""`ledger serve`: run the chosen roles of the service in this process (or, for the API with
+`--processes N` on PostgreSQL, in N serving processes under uvicorn's supervisor)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+from collections.abc import Callable
 
+import anyio.to_thread
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.app import create_app
 from api.reads import ProjectionJobReads
@@ -36,59 +41,128 @@ def _after_uvicorn_shutdown(signum: int, frame: object) -> None:
     log.info("stopped on signal %s", signal.Signals(signum).name)
 
 
+# Hands the role to the serving processes of `--processes N` (they rebuild settings from the
+# environment, which the parent's children inherit).
+ROLE_VARIABLE = "LEDGER_SERVE_ROLE"
+
+
+class ServingProcess:
+    """What one serving process owns: the service, the audit checkpointer, the read models and,
+    for role `all`, the worker and the webhook sender beside the API. `close()` stops them in
+    order: in-flight work first, then the read models, then the store."""
+
+    def __init__(self, settings: Settings, role: str) -> None:
+        self.settings = settings
+        self.service = build(settings)
+        self.stop = threading.Event()
+        self.checkpointer: threading.Thread | None = None
+        if settings.audit_checkpoint_seconds > 0:
+            self.checkpointer = threading.Thread(
+                target=checkpoint_loop,
+                args=(self.service.ledger, settings.audit_checkpoint_seconds, self.stop),
+                name="audit-checkpoint",
+                daemon=True,
+            )
+            self.checkpointer.start()
+        self.read_models = ReadModels(self.service)
+        self.read_models.start()
+        self.worker_stop = threading.Event()
+        self.worker_thread: threading.Thread | None = None
+        self.delivery_thread: threading.Thread | None = None
+        if role == "all":
+            self.worker_thread = _start_worker(self.service, self.read_models, self.worker_stop)
+            self.delivery_thread = _start_delivery(self.service, self.read_models, self.worker_stop)
+        log.info("ledger %s on %s", role, self.service.database.redacted_url())
+
+    def app(self) -> Starlette:
+        return build_app(self.service, self.read_models)
+
+    def close(self) -> None:
+        self.worker_stop.set()
+        if self.worker_thread is not None:  # let in-flight attempts finish or be released
+            self.worker_thread.join(timeout=self.settings.worker_shutdown_grace_seconds + 10)
+        if self.delivery_thread is not None:  # in-flight sends finish or are cut short
+            self.delivery_thread.join(timeout=self.settings.webhooks.timeout_seconds + 40)
+        self.stop.set()
+        if self.checkpointer is not None:
+            self.checkpointer.join(timeout=5)
+        self.read_models.close()
+        self.service.close()
+
+
 def serve(settings: Settings, *, host: str | None, port: int | None, role: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    service = build(settings)
-    stop = threading.Event()
-    checkpointer = None
-    if settings.audit_checkpoint_seconds > 0:
-        checkpointer = threading.Thread(
-            target=checkpoint_loop,
-            args=(service.ledger, settings.audit_checkpoint_seconds, stop),
-            name="audit-checkpoint",
-            daemon=True,
-        )
-        checkpointer.start()
-    read_models = ReadModels(service)
-    read_models.start()
-    log.info("ledger %s on %s", role, service.database.redacted_url())
+    if settings.processes > 1 and role in ("all", "api"):
+        return _serve_processes(settings, host=host, port=port, role=role)
+    process = ServingProcess(settings, role)
     try:
         if role == "worker":
-            return _serve_worker(service, read_models)
+            return _serve_worker(process.service, process.read_models)
         if role == "projector":
             return _serve_until_signal()
         if role == "delivery":
-            return _serve_delivery(service, read_models)
-        worker_stop = threading.Event()
-        worker_thread = delivery_thread = None
-        if role == "all":
-            worker_thread = _start_worker(service, read_models, worker_stop)
-            delivery_thread = _start_delivery(service, read_models, worker_stop)
+            return _serve_delivery(process.service, process.read_models)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
         # handler that was installed before it; with these no-op handlers that re-raise returns
         # here, so the clean-up below runs and the exit code is 0.
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _after_uvicorn_shutdown)
-        try:
-            uvicorn.run(
-                build_app(service, read_models),
-                host=host or settings.host,
-                port=settings.port if port is None else port,
-                log_level="info",
-            )
-        finally:
-            worker_stop.set()
-            if worker_thread is not None:  # let in-flight attempts finish or be released
-                worker_thread.join(timeout=settings.worker_shutdown_grace_seconds + 10)
-            if delivery_thread is not None:  # in-flight sends finish or are cut short
-                delivery_thread.join(timeout=settings.webhooks.timeout_seconds + 40)
+        uvicorn.run(
+            process.app(),
+            host=host or settings.host,
+            port=settings.port if port is None else port,
+            log_level="info",
+            access_log=settings.access_log,
+        )
         return 0
     finally:
-        stop.set()
-        if checkpointer is not None:
-            checkpointer.join(timeout=5)
-        read_models.close()
-        service.close()
+        process.close()
+
+
+def _serve_processes(settings: Settings, *, host: str | None, port: int | None, role: str) -> int:
+    """`--processes N`: uvicorn's supervisor binds the port once and runs N serving processes
+    on it (each a `ServingProcess` made by `serving_process_app`), restarts any that dies, and
+    on SIGTERM/SIGINT stops them all gracefully. PostgreSQL only: the processes share the
+    projections through advisory locks and the work queues through SKIP LOCKED claims."""
+    if not settings.database().is_postgres:
+        log.error("LEDGER_PROCESSES > 1 needs PostgreSQL; SQLite is served by one process")
+        return 2
+    os.environ[ROLE_VARIABLE] = role
+    uvicorn.run(
+        "jobledger.serve:serving_process_app",
+        factory=True,
+        workers=settings.processes,
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        log_level="info",
+        access_log=settings.access_log,
+    )
+    return 0
+
+
+def serving_process_app() -> ASGIApp:
+    """One of the N serving processes: its app, whose lifespan's end also closes the process."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    process = ServingProcess(Settings.from_env(), os.environ.get(ROLE_VARIABLE, "all"))
+    return _closing_after_shutdown(process.app(), process.close)
+
+
+def _closing_after_shutdown(app: ASGIApp, close: Callable[[], None]) -> ASGIApp:
+    """`app`, with `close` run (in a thread) once its lifespan has shut down."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+
+        async def send_after_close(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await anyio.to_thread.run_sync(close)
+            await send(message)
+
+        await app(scope, receive, send_after_close)
+
+    return wrapped
 
 
 def build_app(service: Service, read_models: ReadModels) -> Starlette:

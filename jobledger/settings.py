@@ -30,13 +30,19 @@ class Settings:
     admin_key: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    access_log: bool = False  # uvicorn's one line per request
+    processes: int = 1  # serving processes for roles all/api (PostgreSQL only when > 1)
     job_max_attempts: int = 5
     job_retry_base_seconds: float = 30.0
     job_retry_cap_seconds: float = 3600.0
     audit_checkpoint_seconds: float = 60.0
     db_pool_size: int = 5
     db_max_overflow: int = 10
+    db_fail_fast_seconds: float = 1.0  # PostgreSQL store breaker (storage/breaker.py)
     max_body_bytes: int = 256 * 1024
+    rate_limit_per_second: float = 100.0  # per API key (per client IP without one); 0: none
+    rate_limit_burst: int = 1000
+    api_key_cache_seconds: float = 5.0  # see api.auth.KeyCache; 0: no cache
     # -- worker (issue 4) --
     worker_id: str | None = None  # default: worker:<hostname>:<pid>
     worker_concurrency: int = 4
@@ -69,6 +75,8 @@ class Settings:
             admin_key=env.get("LEDGER_ADMIN_KEY") or None,
             host=env.get("LEDGER_HOST", d.host),
             port=_int(env, "LEDGER_PORT", d.port, minimum=0),
+            access_log=_bool(env, "LEDGER_ACCESS_LOG", d.access_log),
+            processes=_int(env, "LEDGER_PROCESSES", d.processes, minimum=1),
             job_max_attempts=_int(env, "LEDGER_JOB_MAX_ATTEMPTS", d.job_max_attempts, minimum=1),
             job_retry_base_seconds=_float(
                 env, "LEDGER_JOB_RETRY_BASE_SECONDS", d.job_retry_base_seconds
@@ -81,7 +89,17 @@ class Settings:
             ),
             db_pool_size=_int(env, "LEDGER_DB_POOL_SIZE", d.db_pool_size, minimum=1),
             db_max_overflow=_int(env, "LEDGER_DB_MAX_OVERFLOW", d.db_max_overflow, minimum=0),
+            db_fail_fast_seconds=_positive(
+                env, "LEDGER_DB_FAIL_FAST_SECONDS", d.db_fail_fast_seconds
+            ),
             max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", d.max_body_bytes, minimum=1),
+            rate_limit_per_second=_float(
+                env, "LEDGER_RATE_LIMIT_PER_SECOND", d.rate_limit_per_second
+            ),
+            rate_limit_burst=_int(env, "LEDGER_RATE_LIMIT_BURST", d.rate_limit_burst, minimum=1),
+            api_key_cache_seconds=_float(
+                env, "LEDGER_API_KEY_CACHE_SECONDS", d.api_key_cache_seconds
+            ),
             worker_id=env.get("LEDGER_WORKER_ID") or None,
             worker_concurrency=_int(
                 env, "LEDGER_WORKER_CONCURRENCY", d.worker_concurrency, minimum=1
@@ -232,6 +250,24 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
         raise SettingsError(f"{name}={raw!r} is not a whole number") from None
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (true/false), not {value!r}")
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if value <= 0:
+        raise SettingsError(f"{name}={env.get(name)!r} must be more than zero seconds")
     return value
 
 

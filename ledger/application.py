@@ -42,7 +42,7 @@ from ledger.errors import (
     store_errors,
 )
 from ledger.group_commit import GroupCommit
-from ledger.job import AttemptFailure, Job, JobState, job_id_for
+from ledger.job import AttemptFailure, Job, JobState
 from ledger.request import NewJob
 from ledger.retry import RetryPolicy
 from ledger.tenancy import TenancyCommands
@@ -112,39 +112,39 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
     ) -> Created:
         """Create the job for (tenant, key), or return the one that key already made.
 
+        Insert first: the job's id is derived from (tenant, key), so a replay or a concurrent
+        create of the same key is refused by the store's uniqueness check, and only then is
+        the existing job read. A first create costs one write and no read.
+
         Raises IdempotencyConflict when the key was used with a different request.
         """
         fingerprint = new.fingerprint()
-        job_id = job_id_for(tenant_id, idempotency_key)
-        existing = self._find(job_id)
-        if existing is None:
-            body = new.as_dict()
-            job = Job.create(
-                tenant_id=tenant_id,
-                idempotency_key=idempotency_key,
-                request_fingerprint=fingerprint,
-                account_id=new.account_id,
-                board_id=new.board_id,
-                pin=body["pin"],
-                publish_at=new.publish_at,
-                mode=new.mode,
-                simulate=body["simulate"],
-                metadata=body["metadata"],
-                actor=actor,
-                now=self.clock.now(),
-            )
-            try:
-                with store_errors():
-                    recordings = self._commit(job)
-            except IntegrityError:
-                existing = self._find(job_id)  # a concurrent create of the same key won
-                if existing is None:  # pragma: no cover - the winner's row must be visible
-                    raise
-            else:
-                return Created(job, tuple(r.notification.id for r in recordings), created=True)
-        if existing.request_fingerprint != fingerprint:
-            raise IdempotencyConflict(job_id, idempotency_key)
-        return Created(existing, (), created=False)
+        body = new.as_dict()
+        job = Job.create(
+            tenant_id=tenant_id,
+            idempotency_key=idempotency_key,
+            request_fingerprint=fingerprint,
+            account_id=new.account_id,
+            board_id=new.board_id,
+            pin=body["pin"],
+            publish_at=new.publish_at,
+            mode=new.mode,
+            simulate=body["simulate"],
+            metadata=body["metadata"],
+            actor=actor,
+            now=self.clock.now(),
+        )
+        try:
+            with store_errors():
+                recordings = self._commit(job)
+        except IntegrityError:
+            existing = self._find(job.id)  # a replay, or a concurrent create of the key won
+            if existing is None:  # pragma: no cover - the winner's row must be visible
+                raise
+            if existing.request_fingerprint != fingerprint:
+                raise IdempotencyConflict(job.id, idempotency_key) from None
+            return Created(existing, (), created=False)
+        return Created(job, tuple(r.notification.id for r in recordings), created=True)
 
     # -- commands --
 

@@ -113,6 +113,25 @@ class AuditReport:
     def ok(self) -> bool:
         return self.first_break is None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON data (`ledger verify --json`, `GET /v1/audit/verify`)."""
+        brk = self.first_break
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "checkpoints": self.checkpoints,
+            "digest": self.digest,
+            "position": self.position,
+            "first_break": None
+            if brk is None
+            else {
+                "position": brk.position,
+                "job_id": brk.aggregate_id,
+                "version": brk.version,
+                "reason": brk.reason,
+            },
+        }
+
     def summary(self) -> str:
         if self.first_break is None:
             return (

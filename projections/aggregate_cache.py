@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.utils import resolve_topic
+
 from ledger.application import JobLedger
 
 
@@ -24,7 +26,8 @@ class AggregateCache:
 
     def apply(self, event: Any) -> Any:
         """The aggregate after `event` (remembered for the next one)."""
-        aggregate = event.mutate(self._before(event))
+        before = self._before(event)
+        aggregate = event.mutate(before) if before is not None else _created(event)
         self._items[aggregate.id] = aggregate
         self._items.move_to_end(aggregate.id)
         while len(self._items) > self.size:
@@ -61,3 +64,16 @@ class AggregateCache:
         if cached is not None and cached.version == event.originator_version - 1:
             return cached
         return self.ledger.repository.get(event.originator_id, version=event.originator_version - 1)
+
+
+def _created(event: Any) -> Any:
+    """`event.mutate(None)` for a created event, without the library's generic keyword
+    matching when the aggregate class has no `__init__` of its own (ours set their state in
+    the created event's `apply`): the same base attributes, then the same `apply`."""
+    cls = resolve_topic(event.originator_topic)
+    if cls.__init__ is not object.__init__:
+        return event.mutate(None)
+    aggregate = object.__new__(cls)
+    aggregate.__base_init__(event.originator_id, event.originator_version, event.timestamp)
+    event.apply(aggregate)
+    return aggregate

@@ -100,7 +100,7 @@ class DeliveryQueueProjection:
             if event.originator_version == 1:
                 created[delivery.id] = position
         rows = [_row(d, position, created.get(d.id, 0)) for d, position in changed.values()]
-        tx.upsert(self.table, COLUMNS, rows, key=("delivery_id",), keep=KEEP_ON_UPDATE)
+        tx.upsert_many(self.table, COLUMNS, rows, key=("delivery_id",), keep=KEEP_ON_UPDATE)
 
 
 def _row(delivery: Delivery, position: int, created_position: int) -> tuple[Any, ...]:

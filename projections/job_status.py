@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import orjson
 
 from ledger.application import JobLedger
+from ledger.clock import iso_z
 from ledger.job import Job
 from projections.aggregate_cache import AggregateCache
 from storage.sql import SqlStore, Tx, utc_text
@@ -98,37 +99,87 @@ class JobStatusProjection:
         self._cache.preload(event for _, event in events)
 
     def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
-        changed: dict[UUID, tuple[Job, int]] = {}
-        created: dict[UUID, int] = {}
+        # job -> (the job after its last event here, that event's position, its creation's
+        # position when that is in this batch, else 0): one row per job, written once
+        changed: dict[UUID, tuple[Job, int, int]] = {}
         for position, event in events:
             job: Job = self._cache.apply(event)
-            changed[job.id] = (job, position)
             if event.originator_version == 1:
-                created[job.id] = position
-        rows = [
-            self._row(job, position, created.get(job.id, 0)) for job, position in changed.values()
-        ]
-        tx.upsert(self.table, COLUMNS, rows, key=("job_id",), keep=KEEP_ON_UPDATE)
+                changed[event.originator_id] = (job, position, position)
+            else:
+                before = changed.get(event.originator_id)
+                changed[event.originator_id] = (job, position, before[2] if before else 0)
+        new: list[tuple[Any, ...]] = []
+        old: list[tuple[Any, ...]] = []
+        for job, position, created_position in changed.values():
+            (new if created_position else old).append(self._row(job, position, created_position))
+        # a job created in this batch has no row yet (batches apply exactly once)
+        tx.insert_many(self.table, COLUMNS, new, key=("job_id",), keep=KEEP_ON_UPDATE)
+        tx.upsert_many(self.table, COLUMNS, old, key=("job_id",), keep=KEEP_ON_UPDATE)
 
     @staticmethod
     def _row(job: Job, position: int, created_position: int) -> tuple[Any, ...]:
+        created_at, created_text = _times(job.created_at)
+        updated_at, updated_text = _times(job.updated_at)
+        entered_at, entered_text = (
+            (updated_at, updated_text)
+            if job.state_entered_at is job.updated_at
+            else _times(job.state_entered_at)
+        )
+        next_run_at, next_run_text = _times(job.next_run_at)
+        lease_expires_at, lease_expires_text = _times(job.lease_expires_at)
+        job_id = orjson.dumps(job.id)[1:-1].decode()  # str(job.id), three times faster
+        state = str(job.state)
+        doc = {  # `Job.status()`, with each time formatted once for the doc and its column
+            "id": job_id,
+            "tenant_id": job.tenant_id,
+            "idempotency_key": job.idempotency_key,
+            "state": state,
+            "account_id": job.account_id,
+            "board_id": job.board_id,
+            "pin": job.pin,
+            "publish_at": iso_z(job.publish_at),
+            "mode": job.mode,
+            "simulate": job.simulate,
+            "metadata": job.metadata,
+            "attempts": job.attempts,
+            "last_error": job.last_error,
+            "external_ref": job.external_ref,
+            "created_at": created_at,
+            "updated_at": updated_at,
+            "state_entered_at": entered_at,
+            "next_run_at": next_run_at,
+            "lease_expires_at": lease_expires_at,
+            "version": job.version,
+        }
         return (
-            str(job.id),
+            job_id,
             job.tenant_id,
-            str(job.state),
+            state,
             job.account_id,
             job.board_id,
-            utc_text(job.created_at),
-            utc_text(job.updated_at),
-            utc_text(job.state_entered_at),
-            utc_text(job.next_run_at),
-            utc_text(job.lease_expires_at),
+            created_text,
+            updated_text,
+            entered_text,
+            next_run_text,
+            lease_expires_text,
             job.attempts,
             job.version,
             position,
             created_position,
-            orjson.dumps(job.status()).decode(),
+            orjson.dumps(doc).decode(),
         )
+
+
+def _times(value: datetime | None) -> tuple[str | None, str | None]:
+    """(`iso_z`, `utc_text`) of one time: the API's text and the sortable column's, from one
+    formatting by orjson (twice as fast as `isoformat`) for the UTC times events carry."""
+    if value is None:
+        return None, None
+    if value.tzinfo is UTC and value.year >= 1000:
+        text = orjson.dumps(value, option=orjson.OPT_UTC_Z)[1:-1].decode()
+        return text, text if value.microsecond else f"{text[:-1]}.000000Z"
+    return iso_z(value), utc_text(value)
 
 
 # -- queries --

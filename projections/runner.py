@@ -21,13 +21,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ledger.application import JobLedger
+from ledger.errors import StoreUnavailable
 from storage.sql import SqlStore, Tx, utc_text
 
 log = logging.getLogger("jobledger.projections")
@@ -116,41 +119,65 @@ class ProjectionRunner:
     def run_once(self) -> int:
         """Apply the next batch; returns how many log entries it covered (0: caught up)."""
         start = self._position if self._position is not None else self.position()
+        batch = self._read(start)
+        if batch is None:
+            self._position = start
+            return 0
+        self._apply(start, batch)
+        return batch.entries
+
+    def _read(self, start: int) -> _Batch | None:
+        """The log entries after `start` (up to `batch_size`), those of interest decoded."""
         notes = self.ledger.recorder.select_notifications(
             start, self.batch_size, inclusive_of_start=False
         )
         if not notes:
-            self._position = start
-            return 0
+            return None
         topics = self.projection.topics
-        events = [(n.id, self.ledger.mapper.to_domain_event(n)) for n in notes if n.topic in topics]
-        end = notes[-1].id
+        decode = self.ledger.mapper.to_domain_event
+        events = [(n.id, decode(n)) for n in notes if n.topic in topics]
+        return _Batch(notes[-1].id, len(notes), events)
+
+    def _apply(self, start: int, batch: _Batch) -> None:
+        """Apply `batch` (read after `start`) and move the position to its end, in one
+        transaction."""
         prepare = getattr(self.projection, "prepare", None)
         try:
             if prepare is not None:  # work outside the view's transaction (see DeliveryFanout)
-                prepare(self.store, events)
+                prepare(self.store, batch.events)
             with self.store.transaction() as tx:
                 moved = tx.execute(
                     f"UPDATE {TRACKING_TABLE} SET position = ?, updated_at = ? "
                     "WHERE name = ? AND position = ?",
-                    (end, utc_text(datetime.now(UTC)), self.projection.name, start),
+                    (batch.end, utc_text(datetime.now(UTC)), self.projection.name, start),
                 )
                 if moved.rowcount != 1:
                     raise LostOwnership(self.projection.name)
-                self.projection.apply(tx, events)
+                self.projection.apply(tx, batch.events)
         except BaseException:
             self._position = None
             self.projection.forget()
             raise
-        self._position = end
+        self._position = batch.end
         for callback in self.position_changed:
-            callback(end)
-        return len(notes)
+            callback(batch.end)
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Apply batches until the log's end as it was when called; returns entries applied."""
+        """Apply batches until the log's end as it was when called; returns entries applied.
+
+        With more than one batch to go, the next batch is read and decoded in a thread while
+        the current one is written (the two overlap their waits on the database)."""
         target = self.ledger.recorder.max_notification_id() or 0
+        start = self._position if self._position is not None else self.position()
         done = 0
+        if target - start > self.batch_size:
+            with _ReadAhead(self._read, start, target) as batches:
+                for batch in batches:
+                    self._apply(start, batch)
+                    start = batch.end
+                    done += batch.entries
+                    if progress is not None:
+                        progress(start, target)
         while True:
             applied = self.run_once()
             done += applied
@@ -171,23 +198,95 @@ class ProjectionRunner:
         if listener is not None:
             listener.start()
         try:
-            with _Ownership(self.store, self.projection.name, stop) as owned:
-                if not owned:
-                    return
-                while not stop.is_set():
-                    try:
-                        if self.run_once() >= self.batch_size:
-                            continue
-                    except LostOwnership:
-                        log.warning("projection %s: another runner moved first", self.name)
-                    except Exception:
-                        log.exception("projection %s: batch failed; retrying", self.name)
-                        stop.wait(self.poll_seconds)
-                    self._wake.wait(self.poll_seconds)
-                    self._wake.clear()
+            while not stop.is_set():
+                ownership = _Ownership(self.store, self.projection.name, stop)
+                with ownership as owned:
+                    if not owned:
+                        return
+                    self._follow(stop, ownership)
         finally:
             if listener is not None:
                 listener.join(timeout=5)
+
+    def _follow(self, stop: threading.Event, ownership: _Ownership) -> None:
+        """Apply batches until `stop`, or until the advisory lock is gone with its connection
+        (a store restart or pg_terminate_backend releases it; another runner may hold it now)."""
+        while not stop.is_set():
+            try:
+                if self.run_once() >= self.batch_size:
+                    continue
+            except LostOwnership:
+                log.warning("projection %s: another runner moved first", self.name)
+            except StoreUnavailable:
+                log.warning("projection %s: store unavailable; retrying", self.name)
+                stop.wait(self.poll_seconds)
+            except Exception:
+                log.exception("projection %s: batch failed; retrying", self.name)
+                stop.wait(self.poll_seconds)
+            if ownership.lost():
+                log.warning("projection %s: lost its advisory lock; standing by", self.name)
+                self._position = None
+                self.projection.forget()
+                return
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+
+@dataclass(frozen=True)
+class _Batch:
+    end: int  # the position of its last log entry
+    entries: int  # log entries covered (read), of any topic
+    events: list[tuple[int, Any]]  # (position, event) of those the projection wants
+
+
+class _ReadAhead:
+    """Reads batches after `start` up to `target` in a thread, one batch ahead of the caller;
+    an error there is raised in the caller. Leaving the `with` block stops the thread."""
+
+    def __init__(self, read: Callable[[int], _Batch | None], start: int, target: int) -> None:
+        self.read = read
+        self.start = start
+        self.target = target
+        self.ready: queue.Queue[_Batch | BaseException | None] = queue.Queue(maxsize=1)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="projection-read", daemon=True)
+
+    def __enter__(self) -> Iterator[_Batch]:
+        self.thread.start()
+        return self._batches()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        with contextlib.suppress(queue.Empty):
+            self.ready.get_nowait()  # unblock a pending put
+        self.thread.join()
+
+    def _batches(self) -> Iterator[_Batch]:
+        while True:
+            item = self.ready.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _run(self) -> None:
+        position = self.start
+        item: _Batch | BaseException | None
+        while True:
+            try:
+                item = self.read(position) if position < self.target else None
+            except BaseException as error:  # handed to the caller
+                item = error
+            while not self.stopped.is_set():
+                try:
+                    self.ready.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not isinstance(item, _Batch) or self.stopped.is_set():
+                return
+            position = item.end
 
 
 class _Ownership:
@@ -198,6 +297,9 @@ class _Ownership:
         self.key = advisory_key(store.database.schema, name)
         self.stop = stop
         self.conn: Any = None
+        self.checked = time.monotonic()
+
+    CHECK_SECONDS = 2.0
 
     def __enter__(self) -> bool:
         if not self.store.is_postgres:
@@ -213,6 +315,17 @@ class _Ownership:
             except Exception:
                 log.exception("projection ownership: cannot reach PostgreSQL")
             self.stop.wait(2.0)
+        return False
+
+    def lost(self) -> bool:
+        """Whether the lock's connection is gone (checked at most every CHECK_SECONDS)."""
+        if self.conn is None or time.monotonic() - self.checked < self.CHECK_SECONDS:
+            return False
+        self.checked = time.monotonic()
+        try:
+            self.conn.execute("SELECT 1")
+        except Exception:
+            return True
         return False
 
     def __exit__(self, *exc: object) -> None:
@@ -257,9 +370,14 @@ def rebuild(
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 2000,
 ) -> int:
-    """Rebuild `live` from an empty view: fill `shadow` from the start of the log, then replace
-    the live rows and position with the shadow's in one transaction. A live runner meanwhile
-    loses its compare-and-set once, re-reads the position and carries on from there.
+    """Rebuild `live` from an empty view: fill `shadow` from the start of the log, then, in one
+    transaction, drop the live tables, rename the shadow's into their place and set the live
+    position to the shadow's. A live runner meanwhile loses its compare-and-set once, re-reads
+    the position and carries on from there.
+
+    The shadow is filled without its secondary indexes (only the keys its upserts need); they
+    are built once over the full tables: on PostgreSQL before the swap, which then only renames
+    (so readers wait for no index build); on SQLite, where WAL readers never wait, in the swap.
     Returns the position the rebuilt view stands at."""
     with store.transaction() as tx:
         shadow.drop_tables(tx)
@@ -267,13 +385,21 @@ def rebuild(
         tx.execute(f"DELETE FROM {TRACKING_TABLE} WHERE name = ?", (shadow.name,))
     runner = ProjectionRunner(ledger, store, shadow, batch_size=batch_size)
     runner.setup()
+    with store.transaction() as tx:
+        for table in _tables(shadow):
+            for index, _ in _indexes(tx, table, unique=False):
+                tx.execute(f"DROP INDEX {index}")
     runner.catch_up(progress)
     position = runner.position()
+    if store.is_postgres:  # build the indexes now: readers of the live tables then wait
+        with store.transaction() as tx:  # (DROP TABLE locks them) for renames alone
+            shadow.create_tables(tx)
     with store.transaction() as tx:
-        live.create_tables(tx)
         for live_table, shadow_table in zip(_tables(live), _tables(shadow), strict=True):
-            tx.execute(f"DELETE FROM {live_table}")
-            tx.execute(f"INSERT INTO {live_table} SELECT * FROM {shadow_table}")
+            tx.execute(f"DROP TABLE IF EXISTS {live_table}")
+            tx.execute(f"ALTER TABLE {shadow_table} RENAME TO {live_table}")
+            _rename_indexes(tx, live_table, shadow_table)
+        live.create_tables(tx)
         now = utc_text(datetime.now(UTC))
         tx.execute(
             f"INSERT INTO {TRACKING_TABLE} (name, position, updated_at) VALUES (?, ?, ?) "
@@ -281,7 +407,6 @@ def rebuild(
             "updated_at = excluded.updated_at",
             (live.name, position, now),
         )
-        shadow.drop_tables(tx)
         tx.execute(f"DELETE FROM {TRACKING_TABLE} WHERE name = ?", (shadow.name,))
     live.forget()
     return position
@@ -290,6 +415,44 @@ def rebuild(
 def _tables(projection: Projection) -> tuple[str, ...]:
     tables = getattr(projection, "tables", None)
     return tuple(tables) if tables else (str(getattr(projection, "table", projection.name)),)
+
+
+def _indexes(tx: Tx, table: str, *, unique: bool | None = None) -> list[tuple[str, bool]]:
+    """(name, is_unique) of the indexes made by CREATE [UNIQUE] INDEX on `table`; on
+    PostgreSQL also those behind its primary key and unique constraints (SQLite's are
+    automatic and follow the table). `unique` keeps only those of that kind."""
+    if tx.is_postgres:
+        found = [
+            (str(name), bool(is_unique))
+            for name, is_unique in tx.execute(
+                "SELECT c.relname, x.indisunique FROM pg_index x "
+                "JOIN pg_class c ON c.oid = x.indexrelid WHERE x.indrelid = to_regclass(?)",
+                (table,),
+            ).fetchall()
+        ]
+    else:
+        found = [
+            (str(name), str(sql).upper().startswith("CREATE UNIQUE"))
+            for name, sql in tx.execute(
+                "SELECT name, sql FROM sqlite_master "
+                "WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+                (table,),
+            ).fetchall()
+        ]
+    return [(name, u) for name, u in found if unique is None or u == unique]
+
+
+def _rename_indexes(tx: Tx, live_table: str, shadow_table: str) -> None:
+    """After `shadow_table` was renamed to `live_table`: give its remaining indexes the live
+    names (PostgreSQL), or drop them for `create_tables` to make again (SQLite has no
+    ALTER INDEX; only unique indexes can be left, and they are rebuilt like the others)."""
+    for index, _ in _indexes(tx, live_table):
+        if not index.startswith(shadow_table):
+            continue
+        if tx.is_postgres:
+            tx.execute(f"ALTER INDEX {index} RENAME TO {live_table}{index[len(shadow_table) :]}")
+        else:
+            tx.execute(f"DROP INDEX {index}")
 
 
 class PositionWaiter:

@@ -85,20 +85,20 @@ class JobStateHistoryProjection:
             counts[tenant][after] += 1
             jobs[job_id] = (tenant, after)
             snapshots[(tenant, hour_of(event.timestamp))] = dict(counts[tenant])
-        tx.upsert(
+        tx.upsert_many(
             f"{t}_jobs",
             ("job_id", "tenant_id", "state"),
             [(job_id, tenant, state) for job_id, (tenant, state) in jobs.items()],
             key=("job_id",),
             keep=("tenant_id",),
         )
-        tx.upsert(
+        tx.upsert_many(
             f"{t}_now",
             ("tenant_id", "state", "jobs"),
             [(tenant, s, n) for tenant, by in counts.items() for s, n in by.items()],
             key=("tenant_id", "state"),
         )
-        tx.upsert(
+        tx.upsert_many(
             t,
             ("tenant_id", "hour", "state", "jobs"),
             [

@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+# A pooled PostgreSQL connection idle this long is pinged before use: a server restart or
+# pg_terminate_backend leaves dead ones behind, and one of them would otherwise fail a call.
+PING_AFTER_IDLE_SECONDS = 1.0
+
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MIGRATION_LOCK_KEY = 0x4A4C_4D49  # "JLMI": one advisory lock for schema changes
 

@@ -12,13 +12,14 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ledger.errors import StoreUnavailable
-from storage.config import Database
+from storage.config import PING_AFTER_IDLE_SECONDS, Database
 
 
 class Cursor(Protocol):
@@ -82,16 +83,112 @@ class Tx:
             rows,
         )
 
+    def upsert_many(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        key: Sequence[str],
+        keep: Collection[str] = (),
+    ) -> None:
+        """`upsert` for large batches. Same outcome as upserting the rows one after another
+        (rows sharing a key: `keep` columns from the first, the rest from the last); on
+        PostgreSQL, from `BULK_ROWS` rows on, one COPY into a temporary table and one
+        INSERT ... SELECT ... ON CONFLICT instead of a statement per row."""
+        if not self.is_postgres or len(rows) < BULK_ROWS:
+            self.upsert(table, columns, rows, key=key, keep=keep)
+            return
+        rows = _last_per_key(columns, rows, key, keep)
+        names = ", ".join(columns)
+        stage = f"stage__{table}"
+        self.raw.execute(f"CREATE TEMP TABLE {stage} (LIKE {table}) ON COMMIT DROP")
+        with self.raw.cursor() as cur, cur.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        updates = ", ".join(
+            f"{c} = excluded.{c}" for c in columns if c not in key and c not in keep
+        )
+        self.raw.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+        )
+        self.raw.execute(f"DROP TABLE {stage}")
+
+    def insert_many(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        key: Sequence[str],
+        keep: Collection[str] = (),
+    ) -> None:
+        """`upsert_many` for rows whose keys the caller knows are not in `table` yet: on
+        PostgreSQL, from `BULK_ROWS` rows on, one COPY straight into the table (half the
+        server's work of an upsert). Should a key be there after all, the COPY is rolled back
+        to a savepoint and the rows are upserted instead."""
+        if not self.is_postgres or len(rows) < BULK_ROWS:
+            self.upsert(table, columns, rows, key=key, keep=keep)
+            return
+        import psycopg
+
+        names = ", ".join(columns)
+        try:
+            with (
+                self.raw.transaction(),  # a savepoint
+                self.raw.cursor() as cur,
+                cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            self.upsert_many(table, columns, rows, key=key, keep=keep)
+
+
+BULK_ROWS = 64  # below this, a pipelined statement per row is as fast as a COPY
+
+
+def _last_per_key(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    key: Sequence[str],
+    keep: Collection[str],
+) -> list[Sequence[Any]]:
+    """One row per key, as if the rows had been upserted in order (INSERT ... ON CONFLICT DO
+    UPDATE may not touch one row twice)."""
+    key_at = [columns.index(c) for c in key]
+    keys = [tuple(row[i] for i in key_at) for row in rows]
+    if len(set(keys)) == len(rows):
+        return list(rows)
+    keep_at = [i for i, c in enumerate(columns) if c in keep and c not in key]
+    merged: dict[tuple[Any, ...], Sequence[Any]] = {}
+    for k, row in zip(keys, rows, strict=True):
+        first = merged.get(k)
+        if first is not None and keep_at:
+            row = list(row)
+            for i in keep_at:
+                row[i] = first[i]
+        merged[k] = row
+    return list(merged.values())
+
 
 class SqlStore:
     def __init__(self, database: Database, *, max_connections: int = 4) -> None:
         self.database = database
         self.is_postgres = database.is_postgres
         self._max = max_connections
-        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._idle: queue.LifoQueue[tuple[Any, float]] = queue.LifoQueue()  # (raw, since)
         self._made = 0
         self._lock = threading.Lock()
         self._closed = False
+        self._breaker: Any = None
+        if self.is_postgres:  # fail fast while the store is down (see storage/breaker.py)
+            from storage.breaker import breaker_for
+
+            self._breaker = breaker_for(
+                database.host, database.port, database.dbname, database.user, database.password
+            )
 
     def _connect(self) -> Any:
         if self.is_postgres:
@@ -119,7 +216,7 @@ class SqlStore:
             raise
         finally:
             if healthy and not self._closed:
-                self._idle.put(raw)
+                self._idle.put((raw, time.monotonic()))
             else:
                 with self._lock:
                     self._made -= 1
@@ -135,13 +232,25 @@ class SqlStore:
         try:
             yield
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            from storage.breaker import is_outage
+
+            if self._breaker is not None and is_outage(error):
+                self._breaker.suspect()  # opens the breaker if the store is down
             raise StoreUnavailable() from error
 
     def _take(self) -> Any:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
+        if self._breaker is not None:
+            self._breaker.admit()  # StoreUnavailable at once while the store is down
+        while True:
+            try:
+                raw, since = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if self._usable(raw, since):
+                return raw
+            with self._lock:
+                self._made -= 1
+            _close_quietly(raw)
         with self._lock:
             if self._made < self._max:
                 self._made += 1
@@ -155,7 +264,21 @@ class SqlStore:
                 with self._lock:
                     self._made -= 1
                 raise
-        return self._idle.get(timeout=30)
+        return self._idle.get(timeout=30)[0]
+
+    def _usable(self, raw: Any, since: float) -> bool:
+        """PostgreSQL: not broken, and answering a ping if it idled past the threshold."""
+        if not self.is_postgres:
+            return True
+        if raw.closed or raw.broken:
+            return False
+        if time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return True
+        try:
+            raw.execute("SELECT 1")
+        except Exception:
+            return False
+        return True
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -176,7 +299,7 @@ class SqlStore:
         self._closed = True
         while True:
             try:
-                _close_quietly(self._idle.get_nowait())
+                _close_quietly(self._idle.get_nowait()[0])
             except queue.Empty:
                 return
 

@@ -111,6 +111,10 @@ class Worker:
         while not stop.is_set():
             try:
                 progressed = self.tick()
+            except StoreUnavailable:
+                log.warning("worker pass: store unavailable; retrying")
+                stop.wait(self.config.poll_seconds)
+                continue
             except Exception:
                 log.exception("worker pass failed; retrying")
                 stop.wait(self.config.poll_seconds)
@@ -175,6 +179,9 @@ class Worker:
                     )
                 except (InvalidTransition, NotDue, WrongAttempt, JobNotFound, ConcurrentUpdate):
                     continue  # another worker started it, or it changed: not ours
+                except StoreUnavailable:
+                    self._unmark_seen(candidate)  # not acted on: the next pass tries again
+                    raise
                 started += 1
                 self._launch(written.job)
         return started
@@ -197,6 +204,8 @@ class Worker:
                     actor=self.worker_id,
                 )
             except LedgerError as error:
+                if isinstance(error, StoreUnavailable):
+                    self._unmark_seen(candidate)  # not acted on: the next pass tries again
                 log.info("job %s: not paced (%s)", candidate.job_id, error.message)
         # a failed_retrying job keeps its state; its reservation hides it until its token exists
         return False
@@ -348,6 +357,9 @@ class Worker:
         self._seen[(candidate.job_id, candidate.version)] = None
         while len(self._seen) > SEEN_LIMIT:
             self._seen.popitem(last=False)
+
+    def _unmark_seen(self, candidate: Candidate) -> None:
+        self._seen.pop((candidate.job_id, candidate.version), None)
 
 
 def prepare_tables(store: SqlStore, runner: ProjectionRunner | None = None) -> None:

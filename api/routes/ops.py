@@ -49,6 +49,14 @@ async def stuck_jobs(request: Request) -> Response:
     return json_response({"tenant_id": tenant_id, **report})
 
 
+async def verify_audit(request: Request) -> Response:
+    api = api_state(request)
+    await api.authorize(request, Permission.VERIFY_AUDIT)
+    schemas.parse_query(list(request.query_params.multi_items()), [])
+    report = await api.call(api.ledger.verify)
+    return json_response(report.as_dict())
+
+
 async def metrics(request: Request) -> Response:
     api = api_state(request)
     api.authenticator.require_metrics_token(request)
@@ -100,5 +108,6 @@ def _no_read_models(request: Request) -> Problem:
 
 routes = [
     Route("/v1/ops/stuck", stuck_jobs, methods=["GET"], name="stuck_jobs"),
+    Route("/v1/audit/verify", verify_audit, methods=["GET"], name="verify_audit"),
     Route("/metrics", metrics, methods=["GET"], name="metrics"),
 ]

@@ -114,7 +114,10 @@ async def revoke_key(request: Request) -> Response:
     tenant_id = path_uuid(request, schemas.TENANT_ID, not_found="tenant")
     key_id = path_uuid(request, schemas.KEY_ID, not_found="key")
     schemas.parse_query(list(request.query_params.multi_items()), [])
-    revoked = await api.call(api.ledger.revoke_key, tenant_id, key_id, actor=who.actor)
+    try:
+        revoked = await api.call(api.ledger.revoke_key, tenant_id, key_id, actor=who.actor)
+    finally:  # refused at once in this process (api.auth.KeyCache), even if the call failed late
+        api.authenticator.forget_key(str(key_id))
     position = revoked.position if revoked.positions else await api.log_position()
     return json_response(revoked.key.describe(), position=position)
 

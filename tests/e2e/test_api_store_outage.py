@@ -12,6 +12,7 @@ from api.app import create_app
 from api.config import ApiConfig
 from ledger.application import JobLedger
 from ledger.clock import ManualClock
+from storage.breaker import guard_ledger
 from storage.config import migrate, parse_database_url
 from tests.e2e.conftest import Server, job_body, log_end, start_server
 from tests.e2e.store_proxy import StoreProxy
@@ -27,10 +28,12 @@ def outage_api(postgres_url: str, clock: ManualClock) -> Iterator[tuple[Server, 
     env = {
         **database.eventsourcing_env(),
         "POSTGRES_PORT": str(proxy.port),
-        # Fail over in seconds, not the production 5 s x 10 retries of the store's driver.
+        # The breaker (storage/breaker.py) fails fast whatever this is; keep the pool's own
+        # waits short too.
         "POSTGRES_CONNECT_TIMEOUT": "1",
     }
     ledger = JobLedger(env, clock=clock)
+    guard_ledger(ledger)  # as `ledger serve` does
     server = start_server(create_app(ledger, ApiConfig(admin_key=ADMIN)), ledger)
     try:
         yield server, proxy

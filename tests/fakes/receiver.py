@@ -204,7 +204,16 @@ class Receiver:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(self.app(), log_level="warning", access_log=False, lifespan="off")
+        # The standard asyncio loop and h11, whatever is installed: `RESET` reaches the socket
+        # through asyncio's transport (uvloop's cannot be given SO_LINGER from here).
+        config = uvicorn.Config(
+            self.app(),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            loop="asyncio",
+            http="h11",
+        )
         ready = threading.Event()
         server = _Server(config, ready)
 

@@ -141,3 +141,28 @@ def test_concurrent_claimers_never_lease_one_delivery_twice(store):
     assert not errors
     assert set(leased) == set(ids)
     assert set(leased.values()) == {1}
+
+
+def test_a_claim_batch_releases_finished_leases_and_says_when_the_next_is_due(store):
+    first = add(store, n=3)
+    later = NOW + timedelta(seconds=7)
+    add(store, due=later)
+    a = DeliveryClaims(store, owner="a")
+    b = DeliveryClaims(store, owner="b")
+    leases, next_due = a.claim_batch(NOW, limit=5, lease_seconds=60)
+    assert sorted(lease.delivery_id for lease in leases) == sorted(first)
+    assert next_due == later  # fewer than asked for: when the next one is due
+    taken = b.claim(NOW, limit=5, lease_seconds=60)
+    assert taken == []  # all three held by a
+    # a finished two: another owner's release does nothing, a's own pass drops them
+    b.release(*first[:2])
+    assert b.claim(NOW, limit=5, lease_seconds=60) == []
+    # released and leased again in the same transaction: nobody else can slip in between
+    leases, next_due = a.claim_batch(NOW, limit=5, lease_seconds=60, release=first[:2])
+    assert sorted(lease.delivery_id for lease in leases) == sorted(first[:2])
+    assert next_due == later
+    assert b.claim(NOW, limit=5, lease_seconds=60) == []
+    a.release(*first)
+    retaken, next_due = b.claim_batch(NOW, limit=3, lease_seconds=60)
+    assert sorted(lease.delivery_id for lease in retaken) == sorted(first)
+    assert next_due is None  # the batch is full: not asked

@@ -28,7 +28,7 @@ FORBIDDEN = {
     },
     "projections": {"api", "delivery", "jobledger", "starlette", "httpx"},
     "delivery": {"api", "projections", "jobledger", "starlette"},
-    "api": {"jobledger", "psycopg", "sqlite3"},
+    "api": {"jobledger", "psycopg", "psycopg_pool", "sqlite3"},
     "storage": {"api", "projections", "delivery", "jobledger", "starlette", "httpx"},
     "worker": {"api", "starlette", "uvicorn", "jobledger", "delivery"},
 }

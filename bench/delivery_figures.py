@@ -1,0 +1,411 @@
+"""Webhook delivery figures (issue 8, figures 2 and 3) and the HTTP client comparison.
+
+- HTTP clients side by side (`bench.http_clients`): its own table.
+- Figure 2, delivery throughput: N pending deliveries (one endpoint, `max_in_flight` 64) are
+  sent by the real sender (`jobledger.delivery_role.DeliveryRole` over the process's read
+  models, as `ledger serve --role delivery` runs it: lease, load, sign, POST, record a
+  `DeliveryAttempted` event, release) to the local receiver; deliveries/s from the sender's
+  start to the last attempt recorded. Baseline: the fastest client of the comparison at
+  concurrency 64 plus Standard Webhooks signing (`delivery.signing`), the same number of
+  requests with the same bodies to the same receiver.
+- Figure 3, state change to webhook: `ledger serve --role delivery` runs in its own process;
+  this process creates jobs at 100/s for a bounded time and notes when each `create_job`
+  returned (committed); the receiver notes when its `job.queued` webhook arrived. The path:
+  commit -> NOTIFY -> LISTEN in the delivery process -> delivery_fanout -> delivery_queue ->
+  the sender's wake-up -> HTTP. p50 and p99 against the issue's absolute targets; beside them
+  the bare client's single request p50 (the floor of any delivery).
+
+All on PostgreSQL, each figure in a fresh schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from uuid import UUID
+
+import aiohttp
+import orjson
+import psycopg
+
+from bench.http_clients import (
+    ClientResult,
+    client_table,
+    measure_clients,
+    running_receiver,
+)
+from bench.support import Figure, cpu_seconds, pg_schema
+from delivery.sender import SentAttempt
+from delivery.signing import message_id, new_secret, webhook_headers
+from jobledger.bootstrap import Service, build
+from jobledger.delivery_role import DeliveryRole
+from jobledger.read_models import ReadModels
+from jobledger.settings import Settings
+from jobledger.webhook_settings import WebhookSettings
+from ledger.clock import iso_z
+from ledger.endpoint import EndpointSettings
+from ledger.request import MediaSource, NewJob, Pin
+from ledger.webhooks import NewDelivery
+from storage.sql import parse_utc_text
+
+log = logging.getLogger("bench")
+
+LATENCY_RATE = 100.0  # jobs/s (the issue's figure 3)
+P50_TARGET_MS = 20.0
+P99_TARGET_MS = 100.0
+
+
+BENCH_KEY = base64.b64encode(bytes(32)).decode()
+
+
+def new_job(i: int) -> NewJob:
+    return NewJob(
+        account_id=f"acct-{i % 7}",
+        board_id=f"board-{i % 13}",
+        pin=Pin(
+            title=f"Pin {i}",
+            description="A benchmark pin",
+            link="https://example.com/p",
+            alt_text="alt",
+            media_source=MediaSource("image_url", "https://example.com/i.jpg"),
+        ),
+        mode="sandbox",
+    )
+
+
+def _service(url: str) -> Service:
+    webhooks = WebhookSettings(secret_key=BENCH_KEY, allow_private_targets=True)
+    return build(Settings(database_url=url, webhooks=webhooks))
+
+
+def _endpoint(service: Service, url: str) -> tuple[str, UUID]:
+    """A tenant and its endpoint (job.queued, 64 in flight): (tenant id, endpoint id)."""
+    ledger = service.ledger
+    tenant_id = str(ledger.create_tenant("bench", actor="admin:bench").tenant.id)
+    registered = ledger.register_endpoint(
+        tenant_id,
+        EndpointSettings(url=url, event_types=("job.queued",), max_in_flight=64),
+        actor="key:bench",
+    )
+    return tenant_id, registered.endpoint.id
+
+
+def _make_deliveries(service: Service, tenant_id: str, endpoint_id: UUID, total: int) -> None:
+    """`total` pending deliveries to the endpoint, as the fan-out makes them (a job.queued
+    body of the usual size), 200 per save."""
+    now = iso_z(service.ledger.clock.now())
+    wanted = []
+    for i in range(total):
+        job_id = str(uuid.uuid4())
+        data = {
+            "job_id": job_id,
+            "tenant_id": tenant_id,
+            "idempotency_key": f"bench-{i}",
+            "account_id": f"acct-{i % 7}",
+            "board_id": f"board-{i % 13}",
+            "state": "queued",
+            "previous_state": None,
+            "attempt": 0,
+            "external_ref": None,
+            "error": None,
+            "occurred_at": now,
+            "version": 1,
+        }
+        body = {"type": "job.queued", "timestamp": now, "data": data}
+        wanted.append(
+            NewDelivery(
+                delivery_id=uuid.uuid4(),
+                tenant_id=tenant_id,
+                endpoint_id=endpoint_id,
+                event_type="job.queued",
+                payload=orjson.dumps(body).decode(),
+                source_event_id=uuid.uuid4(),
+                source_position=i + 1,
+                job_id=job_id,
+                hold_reason=None,
+            )
+        )
+    for start in range(0, total, 200):
+        service.ledger.create_deliveries(wanted[start : start + 200], actor="bench")
+
+
+def _pending(read_models: ReadModels) -> int:
+    with read_models.store.transaction() as tx:
+        row = tx.execute("SELECT count(*) FROM delivery_queue WHERE state = 'pending'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench: timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def sender_rate(url: str, receiver_url: str, total: int) -> tuple[float, list[bytes]]:
+    """Figure 2, ours: deliveries/s by the real sender; also the bodies it had to send."""
+    service = _service(url)
+    read_models = ReadModels(service)
+    read_models.start()
+    try:
+        tenant_id, endpoint_id = _endpoint(service, receiver_url)
+        t = time.perf_counter()
+        _make_deliveries(service, tenant_id, endpoint_id, total)
+        log.info("made %d deliveries in %.1f s", total, time.perf_counter() - t)
+        _wait(lambda: _pending(read_models) >= total, f"{total} pending deliveries", 120)
+        log.info("%d deliveries pending after %.1f s", total, time.perf_counter() - t)
+        role = DeliveryRole(service, read_models, concurrency=64)
+        done = threading.Event()
+        finished: list[SentAttempt] = []
+
+        def on_attempt(sent: SentAttempt) -> None:
+            finished.append(sent)
+            if len(finished) >= total:
+                done.set()
+
+        role.sender.attempt_finished.append(on_attempt)
+        stop = threading.Event()
+        thread = threading.Thread(target=role.run, args=(stop,), name="bench-delivery")
+        t0 = time.perf_counter()
+        cpu0 = os.times()
+        thread.start()
+        if not done.wait(timeout=300):
+            raise RuntimeError(f"bench: only {len(finished)} of {total} deliveries were sent")
+        seconds = time.perf_counter() - t0
+        cpu1 = os.times()
+        log.info(
+            "sent %d in %.1f s; this process used %.1f ms CPU per delivery",
+            total,
+            seconds,
+            (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1000 / total,
+        )
+        stop.set()
+        thread.join(timeout=30)
+        failed = [s for s in finished if not s.succeeded or not s.recorded]
+        if failed:
+            print(f"bench: {len(failed)} attempts failed: {failed[0].error}", file=sys.stderr)
+        bodies = [s.request.body.encode() for s in finished]
+        return total / seconds, bodies
+    finally:
+        read_models.close()
+        service.close()
+
+
+async def _bare(receiver_url: str, bodies: list[bytes], concurrency: int) -> float:
+    secret = new_secret()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    queue = iter(bodies)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def loop() -> None:
+            for body in queue:
+                headers = webhook_headers(
+                    [secret], message_id(uuid.uuid4()), int(time.time()), body
+                )
+                async with session.post(receiver_url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"bench: the receiver answered {response.status}")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return len(bodies) / (time.perf_counter() - t0)
+
+
+def bare_rate(receiver_url: str, bodies: list[bytes], concurrency: int = 64) -> float:
+    """Figure 2, baseline: the fastest client (aiohttp) + Standard Webhooks signing."""
+    return asyncio.run(_bare(receiver_url, bodies, concurrency))
+
+
+def latency(url: str, quick: bool) -> tuple[list[float], int]:
+    """Figure 3: (latencies in ms, jobs created) at `LATENCY_RATE` jobs/s."""
+    seconds = 5.0 if quick else 20.0
+    service = _service(url)
+    with running_receiver(record=True) as receiver:
+        tenant_id, _ = _endpoint(service, receiver.url)
+        env = {
+            **os.environ,
+            "LEDGER_DATABASE_URL": url,
+            "LEDGER_SECRET_KEY": BENCH_KEY,
+            "LEDGER_ALLOW_PRIVATE_TARGETS": "true",
+            "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
+        }
+        ledger_bin = str(Path(sys.executable).parent / "ledger")
+        errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed below; its log if it fails
+        process = subprocess.Popen(  # noqa: S603 - our own command
+            [ledger_bin, "serve", "--role", "delivery"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        try:
+            committed: dict[str, float] = {}
+
+            def create(i: int) -> None:
+                created = service.ledger.create_job(
+                    new_job(i), tenant_id=tenant_id, idempotency_key=f"lat-{i}", actor="bench"
+                )
+                committed[str(created.job.id)] = time.time()
+
+            # Warm up: the delivery process is up and the whole path works before timing.
+            create(-1)
+            try:
+                _wait(lambda: receiver.count() >= 1, "the delivery process", 60)
+            except RuntimeError:
+                errors.seek(0)
+                sys.stderr.write(errors.read()[-4000:].decode(errors="replace"))
+                raise
+            warm = receiver.count()
+            committed.clear()
+            total = int(seconds * LATENCY_RATE)
+            log.info("delivery process %d is up; %d jobs at %g/s", process.pid, total, LATENCY_RATE)
+            cpu0 = cpu_seconds(process.pid)
+            start = time.perf_counter()
+            for i in range(total):
+                ahead = start + i / LATENCY_RATE - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+                create(i)
+            try:  # what has not arrived by then counts as lost (the target is then not met)
+                _wait(lambda: receiver.count() >= warm + total, "every webhook", 120)
+            except RuntimeError as error:
+                log.warning("%s", error)
+            log.info(
+                "the delivery process used %.1f ms CPU per job",
+                (cpu_seconds(process.pid) - cpu0) * 1000 / total,
+            )
+            arrivals: dict[str, float] = {}
+            for arrived, body in receiver.received():
+                job_id = body["data"]["job_id"]
+                if job_id in committed:
+                    arrivals.setdefault(job_id, arrived)
+            _log_stages(url, committed, arrivals)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            errors.close()
+            service.close()
+    latencies = sorted((arrivals[j] - committed[j]) * 1000 for j in committed if j in arrivals)
+    return latencies, total
+
+
+def _log_stages(url: str, committed: dict[str, float], arrivals: dict[str, float]) -> None:
+    """Where the time went (debug log): commit -> delivery made by the fan-out -> attempt
+    started by the sender -> webhook received."""
+    with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
+        schema = url.split("schema=")[1]
+        rows = conn.execute(
+            f"SELECT job_id, created_at, last_attempt_at FROM {schema}.delivery_queue"
+        ).fetchall()
+    made, attempted, sent = [], [], []
+    for job_id, created_at, attempted_at in rows:
+        if job_id not in committed or job_id not in arrivals or attempted_at is None:
+            continue
+        created = parse_utc_text(created_at)
+        started = parse_utc_text(attempted_at)
+        assert created is not None
+        assert started is not None
+        made.append((created.timestamp() - committed[job_id]) * 1000)
+        attempted.append((started.timestamp() - created.timestamp()) * 1000)
+        sent.append((arrivals[job_id] - started.timestamp()) * 1000)
+    for stage, values in (("fan-out", made), ("queue + claim", attempted), ("HTTP", sent)):
+        if values:
+            values.sort()
+            log.info(
+                "%s: p50 %.1f ms, p99 %.1f ms",
+                stage,
+                statistics.median(values),
+                percentile(values, 0.99),
+            )
+
+
+def percentile(values: list[float], q: float) -> float:
+    return values[max(int(len(values) * q) - 1, 0)] if values else float("nan")
+
+
+def delivery_section(quick: bool) -> tuple[list[Figure], str]:
+    """Figures 2 and 3 (for the main table) and the client comparison (its own table)."""
+    figures = []
+    with running_receiver() as receiver:
+        results: list[ClientResult] = measure_clients(receiver.url, quick)
+        # The bare sender is aiohttp: the fastest client in every comparison we ran.
+        single = next(r for r in results if r.client == "aiohttp" and r.concurrency == 1)
+        total = 500 if quick else 5000
+        with pg_schema() as (url, _):
+            ours, bodies = sender_rate(url, receiver.url, total)
+        bare = bare_rate(receiver.url, bodies)
+    figures.append(
+        Figure(
+            f"webhook delivery, {total} pending, signed + attempt recorded (PostgreSQL)",
+            "deliveries/s",
+            ours,
+            "bare aiohttp (64 in flight) + HMAC signing, same receiver",
+            bare,
+            0.5,
+        )
+    )
+    with pg_schema() as (url, _):
+        latencies, total = latency(url, quick)
+    p50 = statistics.median(latencies) if latencies else float("nan")
+    p99 = percentile(latencies, 0.99)
+    lost = total - len(latencies)
+    floor = 1000.0 / single.rate if single.rate else 0.0
+    for label, value, target in (("p50", p50, P50_TARGET_MS), ("p99", p99, P99_TARGET_MS)):
+        met = "met" if value <= target and not lost else "NOT met"
+        figures.append(
+            Figure(
+                f"commit -> webhook received, {LATENCY_RATE:.0f} jobs/s, {label} "
+                f"(target <= {target:.0f} ms: {met}; {len(latencies)} of {total} received)",
+                "ms",
+                value,
+                "one bare aiohttp request, mean at concurrency 1",
+                floor,
+                None,
+            )
+        )
+    text = (
+        "HTTP clients, signed ~1 KB POSTs to a local aiohttp receiver answering 200 "
+        f"({'quick: 1' if quick else '4'} s each; requests/s and p99 latency):\n\n"
+        + client_table(results)
+    )
+    return figures, text
+
+
+def main() -> int:
+    """`python -m bench.delivery_figures [--quick] throughput|latency`: one figure alone."""
+    quick = "--quick" in sys.argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if "latency" in sys.argv:
+        with pg_schema() as (url, _):
+            latencies, total = latency(url, quick)
+        print(
+            f"{len(latencies)}/{total} p50 {statistics.median(latencies):.1f} ms "
+            f"p99 {percentile(latencies, 0.99):.1f} ms max {latencies[-1]:.1f} ms"
+        )
+    else:
+        total = 500 if quick else 5000
+        with running_receiver() as receiver:
+            with pg_schema() as (url, _):
+                ours, bodies = sender_rate(url, receiver.url, total)
+            bare = bare_rate(receiver.url, bodies)
+        print(f"ours {ours:,.0f}/s bare {bare:,.0f}/s ratio {ours / bare:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,263 @@
+"""Figure 6, scale: the create-job API (figure 1) and status reads (figure 4) at 32 clients
+with a small and with a large ledger on PostgreSQL, and the RSS of each role
+(`ledger serve --role api|worker|delivery|projector`, one process each) at both sizes.
+
+The ledger is filled through the real ledger: `Job` aggregates taken through create, schedule,
+attempt and publish (4 events each, a realistic history the worker has nothing left to do
+for), 125 jobs per `save()`, in two processes. The roles run throughout and follow the log
+as it grows; each size is measured once every projection has caught up.
+"""
+
+from __future__ import annotations
+
+import base64
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+
+from bench import plots
+from bench.load import Request, Result, hammer
+from bench.support import Figure, Processes, free_port, pg_schema, wait_http
+from jobledger.bootstrap import Service, build
+from jobledger.settings import Settings
+from jobledger.webhook_settings import WebhookSettings
+from ledger.job import Job
+from ledger.request import MediaSource, NewJob, Pin
+from projections.registry import tracked_names
+from projections.runner import tracked_position
+from storage.sql import SqlStore
+
+KEY = base64.b64encode(bytes(32)).decode()
+ADMIN = "bench-admin-key-0123456789"
+EVENTS_PER_JOB = 4
+JOBS_PER_SAVE = 125
+ROLES = ("api", "worker", "delivery", "projector")
+TARGET = round(1 / 1.2, 2)  # "within 1.2x": the lower value is at least 1/1.2 of the higher
+BODY = orjson.dumps(
+    {
+        "account_id": "acct",
+        "board_id": "board",
+        "pin": {
+            "title": "t",
+            "media_source": {"source_type": "image_url", "url": "https://e.com/i.jpg"},
+        },
+    }
+)
+
+
+def service_env(url: str) -> dict[str, str]:
+    return {
+        "LEDGER_DATABASE_URL": url,
+        "LEDGER_ADMIN_KEY": ADMIN,
+        "LEDGER_SECRET_KEY": KEY,
+        "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
+        "LEDGER_DB_POOL_SIZE": "4",
+        "LEDGER_DB_MAX_OVERFLOW": "4",
+        # one key makes every request: the limiter runs but never refuses
+        "LEDGER_RATE_LIMIT_PER_SECOND": "1000000000",
+        "LEDGER_RATE_LIMIT_BURST": "1000000000",
+    }
+
+
+def _service(url: str) -> Service:
+    return build(Settings(database_url=url, webhooks=WebhookSettings(secret_key=KEY)))
+
+
+def _fill_part(args: tuple[str, str, int, int]) -> None:
+    url, prefix, first, count = args
+    service = _service(url)
+    try:
+        ledger = service.ledger
+        new = NewJob(
+            account_id="acct-fill",
+            board_id="board-fill",
+            pin=Pin(
+                title="Filled pin",
+                description="history",
+                link="https://example.com/p",
+                alt_text="alt",
+                media_source=MediaSource("image_url", "https://example.com/i.jpg"),
+            ),
+            mode="sandbox",
+        )
+        body, fingerprint = new.as_dict(), new.fingerprint()
+        for start in range(first, first + count, JOBS_PER_SAVE):
+            jobs = []
+            now = ledger.clock.now()
+            for i in range(start, min(first + count, start + JOBS_PER_SAVE)):
+                job = Job.create(
+                    tenant_id="fill",
+                    idempotency_key=f"{prefix}-{i}",
+                    request_fingerprint=fingerprint,
+                    account_id=new.account_id,
+                    board_id=new.board_id,
+                    pin=body["pin"],
+                    publish_at=None,
+                    mode=new.mode,
+                    simulate=body["simulate"],
+                    metadata=body["metadata"],
+                    actor="key:fill",
+                    now=now,
+                )
+                job.schedule(now=now)
+                attempt = job.start_attempt(worker_id="worker:fill", lease_seconds=60, now=now)
+                job.record_success(
+                    attempt=attempt,
+                    external_ref=f"sandbox-{i}",
+                    receipt={"sandbox": True},
+                    actor="worker:fill",
+                    now=now,
+                )
+                jobs.append(job)
+            ledger.save(*jobs)
+    finally:
+        service.close()
+
+
+def fill(url: str, prefix: str, events: int, processes: int = 2) -> float:
+    """Append about `events` events (whole jobs) through the ledger; returns events/s."""
+    jobs = events // EVENTS_PER_JOB
+    share = -(-jobs // processes)
+    parts = [
+        (url, f"{prefix}{p}", p * share, min(share, jobs - p * share)) for p in range(processes)
+    ]
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.map(_fill_part, [part for part in parts if part[3] > 0])
+    return jobs * EVENTS_PER_JOB / (time.perf_counter() - t0)
+
+
+def wait_caught_up(service: Service, store: SqlStore, procs: Processes, seconds: float) -> float:
+    """Until every projection and follower has applied the whole log; returns the wait."""
+    head = service.ledger.recorder.max_notification_id() or 0
+    t0 = time.monotonic()
+    while min(tracked_position(store, name)[0] for name in tracked_names()) < head:
+        procs.check()
+        if time.monotonic() - t0 > seconds:
+            raise RuntimeError(f"projections did not catch up with {head} events in {seconds} s")
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
+@dataclass
+class Size:
+    events: int
+    creates: Result
+    reads: Result
+    rss: dict[str, float] = field(default_factory=dict)
+
+
+def _measure(base: str, auth: dict[str, str], job_id: str, total: int) -> tuple[Result, Result]:
+    creates = hammer(
+        Request(
+            "POST",
+            f"{base}/v1/jobs",
+            {**auth, "Content-Type": "application/json"},
+            BODY,
+            unique_header="Idempotency-Key",
+        ),
+        concurrency=32,
+        total=total,
+    )
+    reads = hammer(
+        Request("GET", f"{base}/v1/jobs/{job_id}", auth), concurrency=32, total=total * 2
+    )
+    return creates, reads
+
+
+def scale_figures(quick: bool) -> list[Figure]:
+    small = 10_000
+    large = int(os.environ.get("LEDGER_BENCH_SCALE_EVENTS", 50_000 if quick else 1_000_000))
+    total = 400 if quick else 4000
+    sizes: list[Size] = []
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with pg_schema("scale") as (url, _), Processes(service_env(url)) as procs:
+        service = _service(url)
+        store = SqlStore(service.database)
+        try:
+            timings = [f"fill to {small:,}: {fill(url, 'a', small):,.0f} events/s"]
+            for role in ROLES:  # one at a time: table creation is serialised anyway
+                procs.role(role, port=port if role == "api" else None)
+                if role == "api":
+                    wait_http(f"{base}/healthz", procs.procs["api"], "ledger serve --role api")
+            tenant = httpx.post(
+                f"{base}/v1/tenants",
+                json={"name": "bench"},
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            ).json()
+            auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
+            job_id = httpx.post(
+                f"{base}/v1/jobs",
+                content=BODY,
+                headers={**auth, "Idempotency-Key": "read-me", "Content-Type": "application/json"},
+            ).json()["id"]
+            for events, prefix in ((small, ""), (large, "b")):
+                if prefix:
+                    rate = fill(url, prefix, events - small)
+                    timings.append(f"fill to {events:,}: {rate:,.0f} events/s")
+                waited = wait_caught_up(service, store, procs, 1800)
+                timings.append(f"catch-up at {events:,}: {waited:.0f} s")
+                creates, reads = _measure(base, auth, job_id, total)
+                size = Size(events, creates, reads)
+                size.rss = {role: procs.rss(role) for role in ROLES}
+                sizes.append(size)
+        finally:
+            store.close()
+            service.close()
+    print("scale: " + "; ".join(timings))
+    a, b = sizes
+    label_a, label_b = _label(a.events), _label(b.events)
+    plots.RSS.update({label_a: a.rss, label_b: b.rss})
+    for size in sizes:
+        plots.record_latency(f"POST /v1/jobs @{_label(size.events)}", size.creates)
+        plots.record_latency(f"GET /v1/jobs/id @{_label(size.events)}", size.reads)
+    # "within 1.2x of each other" either way: the lower of the two sizes' values against the
+    # higher, so the ratio is <= 1 and the target (1/1.2) holds exactly when they are within
+    a_creates, b_creates = a.creates.rate, b.creates.rate
+    a_reads, b_reads = a.reads.rate, b.reads.rate
+    figures = [
+        _within(
+            f"POST /v1/jobs, 32 clients, {label_a} vs {label_b} events: "
+            f"{a_creates:,.0f} vs {b_creates:,.0f} jobs/s "
+            f"(p99 {a.creates.p99_ms:.0f} / {b.creates.p99_ms:.0f} ms, "
+            f"{a.creates.errors + b.creates.errors} errors)",
+            "jobs/s",
+            a_creates,
+            b_creates,
+        ),
+        _within(
+            f"GET /v1/jobs/{{id}}, 32 clients, {label_a} vs {label_b} events: "
+            f"{a_reads:,.0f} vs {b_reads:,.0f} req/s "
+            f"(p99 {a.reads.p99_ms:.1f} / {b.reads.p99_ms:.1f} ms, "
+            f"{a.reads.errors + b.reads.errors} errors)",
+            "req/s",
+            a_reads,
+            b_reads,
+        ),
+    ]
+    for role in ROLES:  # flat: within 1.2x
+        figures.append(
+            _within(
+                f"RSS of role {role}, {label_a} vs {label_b} events: "
+                f"{a.rss[role]:.0f} vs {b.rss[role]:.0f} MB",
+                "MB",
+                a.rss[role],
+                b.rss[role],
+            )
+        )
+    return figures
+
+
+def _within(name: str, unit: str, first: float, second: float) -> Figure:
+    return Figure(
+        name, unit, min(first, second), "the higher of the two", max(first, second), TARGET
+    )
+
+
+def _label(events: int) -> str:
+    return f"{events // 1_000_000}M" if events % 1_000_000 == 0 else f"{events // 1000}k"

@@ -1,0 +1,186 @@
+"""What the figure modules share: the `Figure` row, a fresh PostgreSQL schema, service
+processes (`ledger serve --role ...`) with their CPU time and RSS read from /proc, and a
+counting webhook receiver (`python -m bench.support receive PORT`).
+
+Linux only (/proc), like the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+
+BASE_URL = os.environ.get(
+    "LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ledger_test"
+)
+LEDGER = str(Path(sys.executable).parent / "ledger")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    unit: str
+    value: float
+    baseline_name: str
+    baseline: float  # 0 when no fair baseline exists: the ratio column shows "-"
+    target: float | None  # the ratio the issue asks for, when it sets one
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline if self.baseline else 0.0
+
+
+@contextmanager
+def pg_schema(prefix: str = "bench") -> Iterator[tuple[str, str]]:
+    """A new schema in the bench database, dropped afterwards: (ledger URL, schema name)."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(BASE_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{BASE_URL}?schema={schema}", schema
+    finally:
+        with psycopg.connect(BASE_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (and its reaped children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # after the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14)
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return pages * PAGE / 1e6
+
+
+def wait_http(url: str, process: subprocess.Popen[Any], what: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer {url} in {seconds:.0f} s")
+        time.sleep(0.1)
+
+
+class Processes:
+    """Child processes started here, stopped with SIGTERM (then SIGKILL) on exit."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, **env}
+        self.procs: dict[str, subprocess.Popen[Any]] = {}
+
+    def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(  # noqa: S603 - our own commands
+            args,
+            env={**self.env, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def role(self, role: str, *, port: int | None = None, **env: str) -> subprocess.Popen[Any]:
+        args = [LEDGER, "serve", "--role", role]
+        if port is not None:
+            args += ["--port", str(port)]
+        return self.start(role, args, **env)
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}")
+
+    def cpu(self, names: list[str] | None = None) -> float:
+        return sum(cpu_seconds(self.procs[n].pid) for n in names or list(self.procs))
+
+    def rss(self, name: str) -> float:
+        return rss_mb(self.procs[name].pid)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def received(port: int) -> Counter[str]:
+    """What a counting receiver has answered so far, by webhook `type`."""
+    return Counter(httpx.get(f"http://127.0.0.1:{port}/_count", timeout=5).json())
+
+
+def _receive(port: int) -> None:
+    from aiohttp import web
+
+    counts: Counter[str] = Counter()
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            counts[str(orjson.loads(body).get("type"))] += 1
+        except orjson.JSONDecodeError:
+            counts["(not json)"] += 1
+        return web.Response(status=204)
+
+    async def count(request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(counts), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/_count", count)
+    app.router.add_post("/{tail:.*}", hook)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.support")
+    parser.add_argument("command", choices=["receive"])
+    parser.add_argument("port", type=int)
+    args = parser.parse_args()
+    _receive(args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

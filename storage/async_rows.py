@@ -1,0 +1,72 @@
+"""`AsyncRows`: a small async psycopg pool for hot one-row reads on the event loop
+(PostgreSQL only), guarded by the store's breaker (`storage.breaker`).
+
+`fetch_one` answers None whenever it cannot answer for sure: no row, breaker open, a store
+error, or no connection free within `acquire_wait` seconds. Callers then take their threaded
+path, which maps an unreachable store to `StoreUnavailable` as every other read does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from storage.breaker import ACQUIRE_WAIT_SECONDS, breaker_for
+from storage.config import Database
+
+log = logging.getLogger("storage.async_rows")
+
+
+class AsyncRows:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        size: int,
+        application_name: str,
+        acquire_wait: float = ACQUIRE_WAIT_SECONDS,
+    ) -> None:
+        if not database.is_postgres:
+            raise ValueError("AsyncRows reads PostgreSQL only")
+        self.breaker = breaker_for(
+            database.host, database.port, database.dbname, database.user, database.password
+        )
+        self.pool = AsyncConnectionPool(
+            kwargs={
+                "host": database.host,
+                "port": database.port,
+                "dbname": database.dbname,
+                "user": database.user,
+                "password": database.password or None,
+                "connect_timeout": database.connect_timeout,
+                "options": f"-c search_path={database.schema}",
+                "autocommit": True,
+                "application_name": application_name,
+            },
+            min_size=1,
+            max_size=size,
+            timeout=acquire_wait,
+            open=False,
+        )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)  # connects in the background; a cold read waits
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def fetch_one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        if self.breaker.is_open:
+            return None
+        try:
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute(sql, params)
+                row = await cursor.fetchone()
+        except (psycopg.Error, PoolTimeout) as error:
+            log.debug("read on the loop failed (%s); the threaded path answers", error)
+            return None
+        return None if row is None else tuple(row)

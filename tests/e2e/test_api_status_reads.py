@@ -1,0 +1,90 @@
+"""The status read's fast path (`api.reads.StatusDocs`: PostgreSQL, on the event loop) and the
+API-key cache, over HTTP: same answers, tenant isolation, revocation at once in this process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import orjson
+import pytest
+
+from api.context import ApiState
+from api.reads import ProjectionJobReads
+from jobledger.read_models import ReadModels
+from tests.e2e.conftest import ADMIN_KEY, Server, job_body, make_tenant
+
+
+@pytest.fixture
+def frozen(service: Any) -> Iterator[ReadModels]:
+    models = ReadModels(service)  # caught up by hand
+    yield models
+    models.close()
+
+
+def api_state(server: Server) -> ApiState:
+    state: ApiState = server.uvicorn.lifespan.state["api"]
+    return state
+
+
+def test_status_reads_answer_from_the_stored_row_and_keep_tenants_apart(
+    api_server: Any, frozen: ReadModels, service: Any, database_url: str
+) -> None:
+    reads = ProjectionJobReads(service.ledger, frozen.store, frozen.waiter)
+    api = api_server(reads=reads)
+    admin = api.client(ADMIN_KEY)
+    acme, other = make_tenant(api, admin, "Acme"), make_tenant(api, admin, "Other")
+    created = acme.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "k"})
+    job_id = created.json()["id"]
+    frozen.catch_up()
+    expected = orjson.loads(orjson.dumps(service.ledger.get_job(UUID(job_id)).status()))
+    on_loop = api_state(api).status_docs is not None
+    assert on_loop == database_url.startswith("postgresql")
+
+    if on_loop:  # the threaded path must not be needed for these
+        threaded = reads.get
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("answered by the threaded path")
+
+        reads.get = refuse  # type: ignore[method-assign]
+    for client in (acme.reader, acme.writer, admin):
+        got = client.get(f"/v1/jobs/{job_id}")
+        assert got.status_code == 200, got.text
+        assert got.headers["content-type"] == "application/json"
+        assert got.json() == expected
+    if on_loop:
+        reads.get = threaded  # type: ignore[method-assign]
+
+    for path in (f"/v1/jobs/{job_id}", "/v1/jobs/00000000-0000-4000-8000-000000000000"):
+        missing = other.reader.get(path)
+        assert missing.status_code == 404, missing.text
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert missing.json()["type"].endswith("/not-found")
+
+    # read-your-writes still waits for (or goes around) a projection that is behind
+    canceled = acme.writer.post(f"/v1/jobs/{job_id}/cancel", json={})
+    position = int(canceled.headers["Ledger-Position"])
+    assert acme.reader.get(f"/v1/jobs/{job_id}").json()["state"] == "queued"
+    fresh = acme.reader.get(f"/v1/jobs/{job_id}", params={"min_position": position})
+    assert fresh.json()["state"] == "canceled"
+
+
+def test_a_key_revoked_here_is_refused_at_once_though_it_was_cached(
+    api_server: Any, frozen: ReadModels, service: Any
+) -> None:
+    api = api_server(reads=ProjectionJobReads(service.ledger, frozen.store, frozen.waiter))
+    admin = api.client(ADMIN_KEY)
+    tenant = make_tenant(api, admin)
+    for _ in range(2):
+        assert tenant.reader.get("/v1/jobs").status_code == 200
+    cache = api_state(api).authenticator.keys
+    assert {who.key_id for who, _ in cache._entries.values()} >= {tenant.reader_key_id}
+
+    revoked = admin.delete(f"/v1/tenants/{tenant.id}/keys/{tenant.reader_key_id}")
+    assert revoked.status_code == 200, revoked.text
+    refused = tenant.reader.get("/v1/jobs")
+    assert refused.status_code == 401
+    assert refused.json()["type"].endswith("/unauthenticated")
+    assert tenant.writer.get("/v1/jobs").status_code == 200  # the tenant's other key works

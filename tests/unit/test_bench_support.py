@@ -1,0 +1,43 @@
+"""The bench's own helpers: /proc readings, the "within 1.2x" rows, the plots it writes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench import plots
+from bench.load import Result
+from bench.scale_figures import TARGET, _label, _within
+from bench.support import Figure, cpu_seconds, rss_mb
+
+
+def test_proc_readings_of_this_process() -> None:
+    before = cpu_seconds(os.getpid())
+    sum(i * i for i in range(300_000))  # burn a little CPU
+    assert cpu_seconds(os.getpid()) >= before
+    assert 5 < rss_mb(os.getpid()) < 10_000
+
+
+def test_within_compares_the_lower_value_with_the_higher_either_way() -> None:
+    assert _within("x", "MB", 100, 119).ratio >= TARGET  # within 1.2x
+    assert _within("x", "MB", 119, 100).ratio >= TARGET
+    assert _within("x", "MB", 100, 125).ratio < TARGET
+    assert _within("x", "MB", 125, 100).ratio < TARGET
+    assert (_label(1_000_000), _label(50_000)) == ("1M", "50k")
+
+
+def test_plots_are_written_and_embedded(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(plots, "LATENCIES", [])
+    monkeypatch.setattr(plots, "RSS", {"10k": {"api": 100.0}, "50k": {"api": 110.0}})
+    plots.record_latency("GET", Result(requests=10, errors=0, seconds=1.0, p50_ms=2, p99_ms=9))
+    figures = [
+        Figure("met", "req/s", 90, "base", 100, 0.5),
+        Figure("no target", "req/s", 1, "-", 0, None),
+    ]
+    text = plots.write(figures, tmp_path / "perf")
+    for name in ("ratios.png", "latency.png", "rss.png"):
+        png = tmp_path / "perf" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"(perf/{name})" in text
