@@ -18,6 +18,6 @@ app = App(
 )
 
 
-@app.task(name="noop")
+@app.task(name="noop")  # type: ignore[untyped-decorator,misc,unused-ignore]
 def noop(i: int) -> None:
     """Does nothing: what the queue itself costs."""
