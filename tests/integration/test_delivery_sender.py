@@ -70,6 +70,11 @@ def test_retries_across_failure_kinds_keep_one_webhook_id_and_verify(make_env, w
         endpoint_id, tenant_id=None, changes={"url": receiver.url("/a")}, actor="key:test"
     )
     final = env.wait_state(delivery.id, DeliveryState.SUCCEEDED)
+    # the sender reports an attempt to the harness after recording it: wait for the report
+    wait_until(
+        lambda: any(s.error_class is None for s in env.attempts_sent(delivery.id)),
+        "the successful attempt reported",
+    )
 
     sent = env.attempts_sent(delivery.id)
     classes = [s.error_class for s in sent]
