@@ -75,7 +75,11 @@ class DeliveryRole:
     ) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per webhook request
         self.store = SqlStore(service.database, max_connections=4)
-        self.sender = make_sender(service, self.store, client=client, **overrides)
+        try:
+            self.sender = make_sender(service, self.store, client=client, **overrides)
+        except BaseException:
+            self.store.close()
+            raise
         self.read_models = read_models
         read_models.runners[QUEUE_RUNNER].position_changed.append(self.sender.wake)
 
@@ -88,7 +92,10 @@ class DeliveryRole:
         try:
             asyncio.run(self.sender.run(stop))
         finally:
-            callbacks = self.read_models.runners[QUEUE_RUNNER].position_changed
-            if self.sender.wake in callbacks:
-                callbacks.remove(self.sender.wake)
-            self.store.close()
+            self.close()
+
+    def close(self) -> None:
+        callbacks = self.read_models.runners[QUEUE_RUNNER].position_changed
+        if self.sender.wake in callbacks:
+            callbacks.remove(self.sender.wake)
+        self.store.close()

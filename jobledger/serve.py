@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 import anyio.to_thread
@@ -24,6 +25,7 @@ from jobledger.settings import Settings
 from jobledger.worker_role import WorkerRole
 from ledger.application import JobLedger
 from ledger.errors import LedgerError
+from storage.breaker import is_unreachable
 
 log = logging.getLogger("jobledger")
 
@@ -47,35 +49,72 @@ ROLE_VARIABLE = "LEDGER_SERVE_ROLE"
 
 
 class ServingProcess:
-    """What one serving process owns: the service, the audit checkpointer, the read models and,
-    for role `all`, the worker and the webhook sender beside the API. `close()` stops them in
-    order: in-flight work first, then the read models, then the store."""
+    """What one serving process owns: the service, the audit checkpointer, the read models, the
+    HTTP app (roles `all` and `api`), the worker (`all`, `worker`) and the webhook sender
+    (`all`, `delivery`). Construction touches the store and is all-or-nothing: on failure
+    whatever was opened is closed again (see `start_serving_process`). `close()` stops them
+    in order: in-flight work first, then the read models, then the store."""
 
     def __init__(self, settings: Settings, role: str) -> None:
         self.settings = settings
-        self.service = build(settings)
+        self.role = role
         self.stop = threading.Event()
+        self.worker_stop = threading.Event()
         self.checkpointer: threading.Thread | None = None
-        if settings.audit_checkpoint_seconds > 0:
+        self.worker: WorkerRole | None = None
+        self.delivery: DeliveryRole | None = None
+        self.worker_thread: threading.Thread | None = None
+        self.delivery_thread: threading.Thread | None = None
+        self.http_app: Starlette | None = None
+        self.service = build(settings)
+        try:
+            self.read_models = ReadModels(self.service)
+            try:
+                self._make_roles()
+            except BaseException:
+                self._close_roles()
+                self.read_models.close()
+                raise
+        except BaseException:
+            self.service.close()
+            raise
+        self._start()
+        log.info("ledger %s on %s", role, self.service.database.redacted_url())
+
+    def _make_roles(self) -> None:
+        if self.role in ("all", "worker"):
+            self.worker = WorkerRole(self.service, self.read_models)
+        if self.role in ("all", "delivery"):
+            self.delivery = DeliveryRole(self.service, self.read_models)
+        if self.role in ("all", "api"):
+            self.http_app = build_app(self.service, self.read_models)
+
+    def _close_roles(self) -> None:
+        for role in (self.worker, self.delivery):
+            if role is not None:
+                role.close()
+
+    def _start(self) -> None:
+        if self.settings.audit_checkpoint_seconds > 0:
             self.checkpointer = threading.Thread(
                 target=checkpoint_loop,
-                args=(self.service.ledger, settings.audit_checkpoint_seconds, self.stop),
+                args=(self.service.ledger, self.settings.audit_checkpoint_seconds, self.stop),
                 name="audit-checkpoint",
                 daemon=True,
             )
             self.checkpointer.start()
-        self.read_models = ReadModels(self.service)
         self.read_models.start()
-        self.worker_stop = threading.Event()
-        self.worker_thread: threading.Thread | None = None
-        self.delivery_thread: threading.Thread | None = None
-        if role == "all":
-            self.worker_thread = _start_worker(self.service, self.read_models, self.worker_stop)
-            self.delivery_thread = _start_delivery(self.service, self.read_models, self.worker_stop)
-        log.info("ledger %s on %s", role, self.service.database.redacted_url())
+        if self.role != "all":  # roles worker and delivery run in the main thread
+            return
+        # beside the API; stopped after uvicorn's graceful shutdown
+        if self.worker is not None:
+            self.worker_thread = _in_thread(self.worker.run, self.worker_stop, "worker")
+        if self.delivery is not None:
+            self.delivery_thread = _in_thread(self.delivery.run, self.worker_stop, "delivery")
 
     def app(self) -> Starlette:
-        return build_app(self.service, self.read_models)
+        assert self.http_app is not None, f"role {self.role} serves no HTTP"
+        return self.http_app
 
     def close(self) -> None:
         self.worker_stop.set()
@@ -90,18 +129,68 @@ class ServingProcess:
         self.service.close()
 
 
+class StartupFailed(Exception):
+    """The store stayed unreachable for all of `LEDGER_STARTUP_WAIT_SECONDS`."""
+
+
+def start_serving_process(
+    settings: Settings, role: str, *, sleep: Callable[[float], object] = time.sleep
+) -> ServingProcess:
+    """A `ServingProcess`, once the store can be reached. A process started beside (or just
+    before) its database, or restarted while the machine is saturated, waits for the store
+    with a capped back-off for up to `settings.startup_wait_seconds`, logging each try,
+    instead of exiting at once and leaving it to a supervisor. Other errors are not waited
+    out. Raises `StartupFailed` when the wait is over."""
+    deadline = time.monotonic() + settings.startup_wait_seconds
+    delay = STARTUP_FIRST_RETRY_SECONDS
+    attempt = 1
+    while True:
+        try:
+            return ServingProcess(settings, role)
+        except Exception as error:
+            if not is_unreachable(error):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StartupFailed(
+                    f"the store at {settings.database().redacted_url()} could not be reached "
+                    f"within LEDGER_STARTUP_WAIT_SECONDS={settings.startup_wait_seconds:g}: "
+                    f"{error}"
+                ) from error
+            wait = min(delay, left)
+            log.warning(
+                "start-up try %d: the store cannot be reached (%s); trying again in %.1f s",
+                attempt,
+                error,
+                wait,
+            )
+            sleep(wait)
+            delay = min(delay * 2, STARTUP_MAX_RETRY_SECONDS)
+            attempt += 1
+
+
+STARTUP_FIRST_RETRY_SECONDS = 0.5
+STARTUP_MAX_RETRY_SECONDS = 5.0
+
+
 def serve(settings: Settings, *, host: str | None, port: int | None, role: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if settings.processes > 1 and role in ("all", "api"):
         return _serve_processes(settings, host=host, port=port, role=role)
-    process = ServingProcess(settings, role)
     try:
-        if role == "worker":
-            return _serve_worker(process.service, process.read_models)
+        process = start_serving_process(settings, role)
+    except StartupFailed as error:
+        log.error("not started: %s", error)
+        return 1
+    try:
+        if process.worker is not None and role == "worker":
+            process.worker.run(_stop_on_signal())  # returns after draining
+            return 0
+        if process.delivery is not None and role == "delivery":
+            process.delivery.run(_stop_on_signal())  # in-flight sends finish first
+            return 0
         if role == "projector":
             return _serve_until_signal()
-        if role == "delivery":
-            return _serve_delivery(process.service, process.read_models)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
         # handler that was installed before it; with these no-op handlers that re-raise returns
         # here, so the clean-up below runs and the exit code is 0.
@@ -143,7 +232,11 @@ def _serve_processes(settings: Settings, *, host: str | None, port: int | None, 
 def serving_process_app() -> ASGIApp:
     """One of the N serving processes: its app, whose lifespan's end also closes the process."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    process = ServingProcess(Settings.from_env(), os.environ.get(ROLE_VARIABLE, "all"))
+    try:
+        process = start_serving_process(Settings.from_env(), os.environ.get(ROLE_VARIABLE, "all"))
+    except StartupFailed as error:
+        log.error("not started: %s", error)
+        raise SystemExit(1) from None
     return _closing_after_shutdown(process.app(), process.close)
 
 
@@ -181,31 +274,12 @@ def build_app(service: Service, read_models: ReadModels) -> Starlette:
     )
 
 
-def _start_worker(
-    service: Service, read_models: ReadModels, stop: threading.Event
+def _in_thread(
+    run: Callable[[threading.Event], None], stop: threading.Event, name: str
 ) -> threading.Thread:
-    """The worker beside the API (role `all`): stopped after uvicorn's graceful shutdown."""
-    role = WorkerRole(service, read_models)
-    thread = threading.Thread(target=role.run, args=(stop,), name="worker", daemon=True)
+    thread = threading.Thread(target=run, args=(stop,), name=name, daemon=True)
     thread.start()
     return thread
-
-
-def _start_delivery(
-    service: Service, read_models: ReadModels, stop: threading.Event
-) -> threading.Thread:
-    """The webhook sender beside the API (role `all`): stopped after uvicorn's shutdown."""
-    role = DeliveryRole(service, read_models)
-    thread = threading.Thread(target=role.run, args=(stop,), name="delivery", daemon=True)
-    thread.start()
-    return thread
-
-
-def _serve_delivery(service: Service, read_models: ReadModels) -> int:
-    """Role `delivery`: the webhook sender's loop in this thread until SIGTERM/SIGINT, then
-    drain; exit 0."""
-    DeliveryRole(service, read_models).run(_stop_on_signal())
-    return 0
 
 
 def _stop_on_signal() -> threading.Event:
@@ -218,12 +292,6 @@ def _stop_on_signal() -> threading.Event:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     return stop
-
-
-def _serve_worker(service: Service, read_models: ReadModels) -> int:
-    """Role `worker`: the claim loop in this thread until SIGTERM/SIGINT, then drain; exit 0."""
-    WorkerRole(service, read_models).run(_stop_on_signal())
-    return 0
 
 
 def _serve_until_signal() -> int:

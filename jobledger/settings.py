@@ -39,6 +39,7 @@ class Settings:
     db_pool_size: int = 5
     db_max_overflow: int = 10
     db_fail_fast_seconds: float = 1.0  # PostgreSQL store breaker (storage/breaker.py)
+    startup_wait_seconds: float = 60.0  # `ledger serve` waits this long for the store; 0: not
     max_body_bytes: int = 256 * 1024
     rate_limit_per_second: float = 100.0  # per API key (per client IP without one); 0: none
     rate_limit_burst: int = 1000
@@ -92,6 +93,7 @@ class Settings:
             db_fail_fast_seconds=_positive(
                 env, "LEDGER_DB_FAIL_FAST_SECONDS", d.db_fail_fast_seconds
             ),
+            startup_wait_seconds=_float(env, "LEDGER_STARTUP_WAIT_SECONDS", d.startup_wait_seconds),
             max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", d.max_body_bytes, minimum=1),
             rate_limit_per_second=_float(
                 env, "LEDGER_RATE_LIMIT_PER_SECOND", d.rate_limit_per_second

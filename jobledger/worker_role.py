@@ -79,7 +79,11 @@ class WorkerRole:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per upstream request
         self.ledger = service.ledger
         self.store = SqlStore(service.database, max_connections=6)
-        prepare_tables(self.store)
+        try:
+            prepare_tables(self.store)
+        except BaseException:
+            self.store.close()
+            raise
         self.publishers = publishers if publishers is not None else make_publishers(settings)
         self.worker = Worker(
             self.ledger,
@@ -96,9 +100,12 @@ class WorkerRole:
         try:
             self.worker.run(stop)  # returns after draining
         finally:
-            callbacks = self.read_models.job_status.position_changed
-            if self.worker.wake in callbacks:
-                callbacks.remove(self.worker.wake)
-            for publisher in self.publishers.values():
-                publisher.close()
-            self.store.close()
+            self.close()
+
+    def close(self) -> None:
+        callbacks = self.read_models.job_status.position_changed
+        if self.worker.wake in callbacks:
+            callbacks.remove(self.worker.wake)
+        for publisher in self.publishers.values():
+            publisher.close()
+        self.store.close()

@@ -74,6 +74,19 @@ def is_outage(error: BaseException) -> bool:
     return state.startswith(_OUTAGE_CLASSES) or state in _OUTAGE_CODES
 
 
+def is_unreachable(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from (eventsourcing wraps psycopg's), means
+    the store cannot be reached: what a process starting up waits out instead of exiting."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StoreUnavailable) or is_outage(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 class StoreBreaker:
     def __init__(
         self,

@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from storage.config import parse_database_url
 from tests.e2e.conftest import job_body
+from tests.e2e.store_proxy import StoreProxy
 
 ADMIN_KEY = "serve-admin-key-0123456789"
 METRICS_TOKEN = "serve-metrics-token-0123456789"
@@ -151,3 +153,72 @@ def test_ledger_serve_reports_stuck_jobs_metrics_and_readiness(
         ready = client.get("/readyz").json()
         assert ready["max_lag_events"] == 50
         assert "job_status" in ready["projections"]
+
+
+def _start_serve(env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    with (tmp_path / "serve.log").open("w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "jobledger.cli", "serve", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+
+
+def _wait_for_log(process: subprocess.Popen[bytes], log: Path, text: str) -> None:
+    deadline = time.monotonic() + 30
+    while text not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+@pytest.mark.postgres
+def test_serve_waits_for_an_unreachable_store_at_start_up(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Started while its database refuses connections, the worker waits (logging each try)
+    and starts once the store is back, instead of exiting for a supervisor to restart."""
+    database = parse_database_url(postgres_url)
+    proxy = StoreProxy((database.host, database.port))
+    proxy.cut()
+    url = postgres_url.replace(f"@{database.host}:{database.port}/", f"@127.0.0.1:{proxy.port}/")
+    env = {
+        **os.environ,
+        "LEDGER_DATABASE_URL": url,
+        "LEDGER_STARTUP_WAIT_SECONDS": "120",
+        "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
+    }
+    log = tmp_path / "serve.log"
+    process = _start_serve(env, tmp_path, "--role", "worker")
+    try:
+        _wait_for_log(process, log, "start-up try 2: the store cannot be reached")
+        proxy.restore()
+        _wait_for_log(process, log, "ledger worker on")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        proxy.close()
+    assert "Traceback" not in log.read_text()
+
+
+def test_serve_gives_up_on_the_store_after_the_start_up_wait(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "LEDGER_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere",
+        "LEDGER_STARTUP_WAIT_SECONDS": "1.5",
+    }
+    process = _start_serve(env, tmp_path, "--role", "worker")
+    try:
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = (tmp_path / "serve.log").read_text()
+    assert code == 1, output
+    assert "start-up try 1: the store cannot be reached" in output
+    assert "could not be reached within LEDGER_STARTUP_WAIT_SECONDS=1.5" in output
+    assert "Traceback" not in output

@@ -9,11 +9,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 from psycopg_pool import PoolTimeout
 
 from jobledger.settings import Settings, SettingsError
 from ledger.errors import StoreUnavailable
-from storage.breaker import StoreBreaker, is_outage
+from storage.breaker import StoreBreaker, is_outage, is_unreachable
 
 
 class FakeStore:
@@ -145,3 +146,36 @@ def test_the_fail_fast_setting() -> None:
     for bad in ("0", "-1", "soon"):
         with pytest.raises(SettingsError, match="LEDGER_DB_FAIL_FAST_SECONDS"):
             Settings.from_env({"LEDGER_DB_FAIL_FAST_SECONDS": bad})
+
+
+def _raised_from(error: BaseException, cause: BaseException) -> BaseException:
+    try:
+        raise error from cause
+    except BaseException as raised:
+        return raised
+
+
+@pytest.mark.parametrize(
+    ("error", "unreachable"),
+    [
+        (StoreUnavailable(), True),
+        (psycopg.OperationalError("connection refused"), True),
+        # eventsourcing wraps the driver's error in its own
+        (
+            _raised_from(PersistenceOperationalError("wrapped"), psycopg.errors.AdminShutdown()),
+            True,
+        ),
+        (_raised_from(RuntimeError("setup failed"), StoreUnavailable()), True),
+        (psycopg.errors.UndefinedTable(), False),
+        (ValueError("a bad setting"), False),
+    ],
+)
+def test_what_start_up_waits_out(error: BaseException, unreachable: bool) -> None:
+    assert is_unreachable(error) is unreachable
+
+
+def test_the_start_up_wait_setting() -> None:
+    assert Settings.from_env({}).startup_wait_seconds == 60.0
+    assert Settings.from_env({"LEDGER_STARTUP_WAIT_SECONDS": "0"}).startup_wait_seconds == 0.0
+    with pytest.raises(SettingsError, match="LEDGER_STARTUP_WAIT_SECONDS"):
+        Settings.from_env({"LEDGER_STARTUP_WAIT_SECONDS": "-1"})
