@@ -27,7 +27,7 @@ from ledger.job import Job
 from ledger.receipt import build_receipt
 from ledger.timeline import timeline_entry
 from projections.job_status import JobFilters as ViewFilters
-from projections.job_status import get_doc, list_docs
+from projections.job_status import doc_query, get_doc, list_docs
 from projections.runner import PositionWaiter
 from storage.async_rows import AsyncRows
 from storage.sql import SqlStore
@@ -298,12 +298,8 @@ class StatusDocs:
             return None
         if not self.reads.fresh(min_position):
             return None  # read-your-writes: the threaded path waits for the projection
-        params: tuple[str, ...] = (str(job_id),)
-        sql = "SELECT doc FROM job_status WHERE job_id = %s"
-        if tenant_id is not None:  # another tenant's job is no row, hence a 404 as before
-            sql += " AND tenant_id = %s"
-            params += (tenant_id,)
-        row = await self.rows.fetch_one(sql, params)
+        sql, params = doc_query(tenant_id, job_id)  # another tenant's job: no row, a 404
+        row = await self.rows.fetch_one(sql.replace("?", "%s"), params)
         return None if row is None else str(row[0])
 
 

@@ -200,15 +200,19 @@ class Page:
     last_position: int | None  # the creation position of the last job, when more follow
 
 
+def doc_query(
+    tenant_id: str | None, job_id: UUID, table: str = "job_status"
+) -> tuple[str, tuple[str, ...]]:
+    """The SQL (`?` placeholders) and parameters that read one job's status JSON; no row when
+    the job belongs to another tenant."""
+    if tenant_id is None:
+        return f"SELECT doc FROM {table} WHERE job_id = ?", (str(job_id),)
+    return f"SELECT doc FROM {table} WHERE job_id = ? AND tenant_id = ?", (str(job_id), tenant_id)
+
+
 def get_doc(tx: Tx, tenant_id: str | None, job_id: UUID, table: str = "job_status") -> str | None:
     """The status JSON of one job, or None (also when it belongs to another tenant)."""
-    if tenant_id is None:
-        row = tx.execute(f"SELECT doc FROM {table} WHERE job_id = ?", (str(job_id),)).fetchone()
-    else:
-        row = tx.execute(
-            f"SELECT doc FROM {table} WHERE job_id = ? AND tenant_id = ?",
-            (str(job_id), tenant_id),
-        ).fetchone()
+    row = tx.execute(*doc_query(tenant_id, job_id, table)).fetchone()
     return None if row is None else str(row[0])
 
 

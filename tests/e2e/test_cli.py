@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from ledger.job import AttemptFailure
 from tests.conftest import make_new_job
+from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER = str(Path(sys.executable).parent / "ledger")
@@ -82,12 +82,6 @@ def test_bad_configuration_is_named(tmp_path) -> None:
     bad = run("mysql://nope/x", "verify")
     assert bad.returncode == 2
     assert "LEDGER_DATABASE_URL" in bad.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow

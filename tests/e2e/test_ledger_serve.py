@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,15 +16,10 @@ import pytest
 from storage.config import parse_database_url
 from tests.e2e.conftest import job_body
 from tests.e2e.store_proxy import StoreProxy
+from tests.serving import free_port, serving, start_serve, wait_for_log
 
 ADMIN_KEY = "serve-admin-key-0123456789"
 METRICS_TOKEN = "serve-metrics-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ledger_cli(env: dict[str, str], *args: str) -> dict[str, object]:
@@ -45,7 +38,6 @@ def ledger_cli(env: dict[str, str], *args: str) -> dict[str, object]:
 
 @pytest.fixture
 def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    port = free_port()
     env = {
         **os.environ,
         "LEDGER_DATABASE_URL": database_url,
@@ -56,36 +48,8 @@ def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, s
         "LEDGER_STUCK_QUEUED_SECONDS": "450",
         "LEDGER_READY_MAX_LAG_EVENTS": "50",
     }
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobledger.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "ledger serve did not become ready"
-            time.sleep(0.1)
-        yield base, env
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-        log.close()
-    assert code == 0, (tmp_path / "serve.log").read_text()
+    with serving(env, tmp_path) as served:
+        yield served.base_url, env
 
 
 def test_ledger_serve_with_cli_made_keys(served: tuple[str, dict[str, str]]) -> None:
@@ -155,25 +119,6 @@ def test_ledger_serve_reports_stuck_jobs_metrics_and_readiness(
         assert "job_status" in ready["projections"]
 
 
-def _start_serve(env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    with (tmp_path / "serve.log").open("w") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "jobledger.cli", "serve", *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-
-
-def _wait_for_log(process: subprocess.Popen[bytes], log: Path, text: str) -> None:
-    deadline = time.monotonic() + 30
-    while text not in log.read_text():
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{log.read_text()}"
-        time.sleep(0.1)
-
-
 @pytest.mark.postgres
 def test_serve_waits_for_an_unreachable_store_at_start_up(
     postgres_url: str, tmp_path: Path
@@ -191,11 +136,11 @@ def test_serve_waits_for_an_unreachable_store_at_start_up(
         "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
     }
     log = tmp_path / "serve.log"
-    process = _start_serve(env, tmp_path, "--role", "worker")
+    process = start_serve(env, tmp_path, "--role", "worker")
     try:
-        _wait_for_log(process, log, "start-up try 2: the store cannot be reached")
+        wait_for_log(process, log, "start-up try 2: the store cannot be reached")
         proxy.restore()
-        _wait_for_log(process, log, "ledger worker on")
+        wait_for_log(process, log, "ledger worker on")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, log.read_text()
     finally:
@@ -211,7 +156,7 @@ def test_serve_gives_up_on_the_store_after_the_start_up_wait(tmp_path: Path) -> 
         "LEDGER_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere",
         "LEDGER_STARTUP_WAIT_SECONDS": "1.5",
     }
-    process = _start_serve(env, tmp_path, "--role", "worker")
+    process = start_serve(env, tmp_path, "--role", "worker")
     try:
         code = process.wait(timeout=60)
     finally:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import job_body
-from tests.e2e.test_ledger_serve import free_port
+from tests.serving import free_port
 
 ADMIN_KEY = "processes-admin-key-0123456789"
 pytestmark = pytest.mark.slow

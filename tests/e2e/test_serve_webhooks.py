@@ -5,9 +5,6 @@ delivery role, signed so that its secret verifies them; the delivery API shows t
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,15 +15,14 @@ import pytest
 from delivery import signing
 from tests.conftest import TEST_SECRET_KEY
 from tests.e2e.conftest import job_body
-from tests.e2e.test_ledger_serve import free_port
 from tests.fakes.receiver import Receiver, running_receiver
+from tests.serving import serving
 
 ADMIN_KEY = "serve-admin-key-0123456789"
 
 
 @pytest.fixture
 def served(database_url: str, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
     env = {
         **os.environ,
         "LEDGER_DATABASE_URL": database_url,
@@ -35,36 +31,8 @@ def served(database_url: str, tmp_path: Path) -> Iterator[str]:
         "LEDGER_ALLOW_PRIVATE_TARGETS": "1",  # the receiver listens on 127.0.0.1
         "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
     }
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobledger.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "ledger serve did not become ready"
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-        log.close()
-    assert code == 0, (tmp_path / "serve.log").read_text()
+    with serving(env, tmp_path) as served:
+        yield served.base_url
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from typing import Any, TypeVar
 import httpx
 
 from tests.fakes.receiver import Answer, Reply
+from tests.serving import free_port
 
 T = TypeVar("T")
 
@@ -74,12 +74,6 @@ STARTUP_WAIT = "start-up try"  # what jobledger.serve logs for each start-up ret
 
 class ProcessDied(AssertionError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(

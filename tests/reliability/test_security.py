@@ -23,10 +23,7 @@ import hmac
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,11 +51,11 @@ from storage.sql import SqlStore
 from tests.conftest import TEST_SECRET_KEY
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import ADMIN_KEY, Server, Tenant, job_body, log_end, make_tenant
-from tests.e2e.test_ledger_serve import free_port
 from tests.fakes.receiver import Reply, running_receiver
 from tests.integration.delivery_harness import wait_until
 from tests.integration.test_audit import RawLog, run_cli
 from tests.reliability.conftest import Figures
+from tests.serving import serving
 
 # the e2e fixtures: a real uvicorn server over the `service` fixture's store
 api_server = e2e.api_server
@@ -474,7 +471,6 @@ def test_keys_and_secrets_are_not_stored_in_the_clear(world: World, database_url
 
 @pytest.fixture
 def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port = free_port()
     env = {
         **os.environ,
         "LEDGER_DATABASE_URL": database_url,
@@ -483,34 +479,8 @@ def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "LEDGER_ALLOW_PRIVATE_TARGETS": "1",
         "LEDGER_WEBHOOK_RETRY_SCHEDULE": "0.2,0.2",
     }
-    log_path = tmp_path / "serve.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobledger.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _ready(base, process, log_path), "ledger serve to be ready", 30)
-        yield base, log_path
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-def _ready(base: str, process: subprocess.Popen[bytes], log_path: Path) -> bool:
-    assert process.poll() is None, log_path.read_text()
-    try:
-        return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+    with serving(env, tmp_path) as served:
+        yield served.base_url, served.log_path
 
 
 def test_no_key_or_secret_in_the_logs(
