@@ -19,7 +19,6 @@ import hmac
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,52 +41,20 @@ from bench.lifecycle_figures import lifecycle_figures
 from bench.load import Request, hammer
 from bench.peer_figures import peer_figures
 from bench.scale_figures import scale_figures
-from bench.support import Figure
+from bench.support import (
+    BASE_URL,
+    BENCH_KEY,
+    Figure,
+    bench_job,
+    bench_service,
+    free_port,
+    pg_schema,
+)
 from delivery.signing import new_secret, sign
-from jobledger.bootstrap import Service, build
-from jobledger.settings import Settings
-from jobledger.webhook_settings import WebhookSettings
-from ledger.request import MediaSource, NewJob, Pin
+from jobledger.bootstrap import Service
 from projections.registry import live, shadow
 from projections.runner import ProjectionRunner, rebuild
 from storage.sql import SqlStore
-
-BASE_URL = os.environ.get(
-    "LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ledger_test"
-)
-BENCH_KEY = base64.b64encode(bytes(32)).decode()
-
-
-@contextmanager
-def fresh_schema() -> Iterator[str]:
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(BASE_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{BASE_URL}?schema={schema}"
-    finally:
-        with psycopg.connect(BASE_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-def service_for(url: str) -> Service:
-    settings = Settings(database_url=url, webhooks=WebhookSettings(secret_key=BENCH_KEY))
-    return build(settings)
-
-
-def new_job(i: int) -> NewJob:
-    return NewJob(
-        account_id=f"acct-{i % 7}",
-        board_id=f"board-{i % 13}",
-        pin=Pin(
-            title=f"Pin {i}",
-            description="A benchmark pin",
-            link="https://example.com/p",
-            alt_text="alt",
-            media_source=MediaSource("image_url", "https://example.com/i.jpg"),
-        ),
-        mode="sandbox",
-    )
 
 
 def in_threads(threads: int, total: int, work: Callable[[int, int], None]) -> float:
@@ -131,7 +98,7 @@ def ledger_creates(service: Service, threads: int, total: int) -> float:
     def work(t: int, n: int) -> None:
         for i in range(n):
             service.ledger.create_job(
-                new_job(i), tenant_id="bench", idempotency_key=f"{t}-{i}", actor="bench"
+                bench_job(i), tenant_id="bench", idempotency_key=f"{t}-{i}", actor="bench"
             )
 
     return in_threads(threads, total, work)
@@ -191,12 +158,6 @@ def signing_rates(rounds: int) -> tuple[float, float]:
         return statistics.median(samples)
 
     return rate(ours), rate(bare)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -318,11 +279,11 @@ def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
 def measure(quick: bool) -> list[Figure]:
     jobs = 1000 if quick else 5000
     figures = []
-    with fresh_schema() as url:
+    with pg_schema() as (url, _):
         raw = raw_inserts(url, 4, jobs)
         figures += api_figures(url, raw, quick)
         figures += ceiling_figures(raw, quick)
-        service = service_for(url)
+        service = bench_service(url)
         try:
             created = ledger_creates(service, 4, jobs)
             figures.append(

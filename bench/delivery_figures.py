@@ -21,7 +21,6 @@ All on PostgreSQL, each figure in a fresh schema.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import statistics
@@ -45,17 +44,14 @@ from bench.http_clients import (
     measure_clients,
     running_receiver,
 )
-from bench.support import Figure, cpu_seconds, pg_schema
+from bench.support import BENCH_KEY, Figure, bench_job, bench_service, cpu_seconds, pg_schema
 from delivery.sender import SentAttempt
 from delivery.signing import message_id, new_secret, webhook_headers
-from jobledger.bootstrap import Service, build
+from jobledger.bootstrap import Service
 from jobledger.delivery_role import DeliveryRole
 from jobledger.read_models import ReadModels
-from jobledger.settings import Settings
-from jobledger.webhook_settings import WebhookSettings
 from ledger.clock import iso_z
 from ledger.endpoint import EndpointSettings
-from ledger.request import MediaSource, NewJob, Pin
 from ledger.webhooks import NewDelivery
 from storage.sql import parse_utc_text
 
@@ -64,29 +60,6 @@ log = logging.getLogger("bench")
 LATENCY_RATE = 100.0  # jobs/s (the issue's figure 3)
 P50_TARGET_MS = 20.0
 P99_TARGET_MS = 100.0
-
-
-BENCH_KEY = base64.b64encode(bytes(32)).decode()
-
-
-def new_job(i: int) -> NewJob:
-    return NewJob(
-        account_id=f"acct-{i % 7}",
-        board_id=f"board-{i % 13}",
-        pin=Pin(
-            title=f"Pin {i}",
-            description="A benchmark pin",
-            link="https://example.com/p",
-            alt_text="alt",
-            media_source=MediaSource("image_url", "https://example.com/i.jpg"),
-        ),
-        mode="sandbox",
-    )
-
-
-def _service(url: str) -> Service:
-    webhooks = WebhookSettings(secret_key=BENCH_KEY, allow_private_targets=True)
-    return build(Settings(database_url=url, webhooks=webhooks))
 
 
 def _endpoint(service: Service, url: str) -> tuple[str, UUID]:
@@ -156,7 +129,7 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float) -> None:
 
 def sender_rate(url: str, receiver_url: str, total: int) -> tuple[float, list[bytes]]:
     """Figure 2, ours: deliveries/s by the real sender; also the bodies it had to send."""
-    service = _service(url)
+    service = bench_service(url, allow_private_targets=True)
     read_models = ReadModels(service)
     read_models.start()
     try:
@@ -232,7 +205,7 @@ def bare_rate(receiver_url: str, bodies: list[bytes], concurrency: int = 64) -> 
 def latency(url: str, quick: bool) -> tuple[list[float], int]:
     """Figure 3: (latencies in ms, jobs created) at `LATENCY_RATE` jobs/s."""
     seconds = 5.0 if quick else 20.0
-    service = _service(url)
+    service = bench_service(url, allow_private_targets=True)
     with running_receiver(record=True) as receiver:
         tenant_id, _ = _endpoint(service, receiver.url)
         env = {
@@ -255,7 +228,7 @@ def latency(url: str, quick: bool) -> tuple[list[float], int]:
 
             def create(i: int) -> None:
                 created = service.ledger.create_job(
-                    new_job(i), tenant_id=tenant_id, idempotency_key=f"lat-{i}", actor="bench"
+                    bench_job(i), tenant_id=tenant_id, idempotency_key=f"lat-{i}", actor="bench"
                 )
                 committed[str(created.job.id)] = time.time()
 

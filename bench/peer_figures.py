@@ -17,8 +17,7 @@ from collections.abc import Callable
 import psycopg
 
 from bench.lifecycle_figures import fast_env
-from bench.scale_figures import _service
-from bench.support import BASE_URL, Figure, Processes, pg_schema
+from bench.support import BASE_URL, Figure, Processes, bench_service, pg_schema
 from ledger.request import MediaSource, NewJob, Pin
 from storage.sql import SqlStore
 from worker.runner import prepare_tables
@@ -90,7 +89,7 @@ def procrastinate_rate(total: int) -> float:
 
 def ledger_rate(total: int) -> float:
     with pg_schema("peerours") as (url, _):
-        service = _service(url)
+        service = bench_service(url)
         store = SqlStore(service.database)
         try:
             from projections.job_status import JobStatusProjection

@@ -10,7 +10,6 @@ as it grows; each size is measured once every projection has caught up.
 
 from __future__ import annotations
 
-import base64
 import multiprocessing
 import os
 import time
@@ -21,17 +20,22 @@ import orjson
 
 from bench import plots
 from bench.load import Request, Result, hammer
-from bench.support import Figure, Processes, free_port, pg_schema, wait_http
-from jobledger.bootstrap import Service, build
-from jobledger.settings import Settings
-from jobledger.webhook_settings import WebhookSettings
+from bench.support import (
+    BENCH_KEY,
+    Figure,
+    Processes,
+    bench_service,
+    free_port,
+    pg_schema,
+    wait_http,
+)
+from jobledger.bootstrap import Service
 from ledger.job import Job
 from ledger.request import MediaSource, NewJob, Pin
 from projections.registry import tracked_names
 from projections.runner import tracked_position
 from storage.sql import SqlStore
 
-KEY = base64.b64encode(bytes(32)).decode()
 ADMIN = "bench-admin-key-0123456789"
 EVENTS_PER_JOB = 4
 JOBS_PER_SAVE = 125
@@ -53,7 +57,7 @@ def service_env(url: str) -> dict[str, str]:
     return {
         "LEDGER_DATABASE_URL": url,
         "LEDGER_ADMIN_KEY": ADMIN,
-        "LEDGER_SECRET_KEY": KEY,
+        "LEDGER_SECRET_KEY": BENCH_KEY,
         "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
         "LEDGER_DB_POOL_SIZE": "4",
         "LEDGER_DB_MAX_OVERFLOW": "4",
@@ -63,13 +67,9 @@ def service_env(url: str) -> dict[str, str]:
     }
 
 
-def _service(url: str) -> Service:
-    return build(Settings(database_url=url, webhooks=WebhookSettings(secret_key=KEY)))
-
-
 def _fill_part(args: tuple[str, str, int, int]) -> None:
     url, prefix, first, count = args
-    service = _service(url)
+    service = bench_service(url)
     try:
         ledger = service.ledger
         new = NewJob(
@@ -177,7 +177,7 @@ def scale_figures(quick: bool) -> list[Figure]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with pg_schema("scale") as (url, _), Processes(service_env(url)) as procs:
-        service = _service(url)
+        service = bench_service(url)
         store = SqlStore(service.database)
         try:
             timings = [f"fill to {small:,}: {fill(url, 'a', small):,.0f} events/s"]

@@ -8,6 +8,7 @@ Linux only (/proc), like the rest of the suite.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import signal
 import socket
@@ -26,10 +27,16 @@ import httpx
 import orjson
 import psycopg
 
+from jobledger.bootstrap import Service, build
+from jobledger.settings import Settings
+from jobledger.webhook_settings import WebhookSettings
+from ledger.request import MediaSource, NewJob, Pin
+
 BASE_URL = os.environ.get(
     "LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ledger_test"
 )
 LEDGER = str(Path(sys.executable).parent / "ledger")
+BENCH_KEY = base64.b64encode(bytes(32)).decode()  # the webhook sealing key of every bench store
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -59,6 +66,28 @@ def pg_schema(prefix: str = "bench") -> Iterator[tuple[str, str]]:
     finally:
         with psycopg.connect(BASE_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def bench_service(url: str, *, allow_private_targets: bool = False) -> Service:
+    """The service over `url`, built as `ledger serve` builds it, with `BENCH_KEY`."""
+    webhooks = WebhookSettings(secret_key=BENCH_KEY, allow_private_targets=allow_private_targets)
+    return build(Settings(database_url=url, webhooks=webhooks))
+
+
+def bench_job(i: int) -> NewJob:
+    """The i-th sandbox job of a run (accounts and boards vary with i)."""
+    return NewJob(
+        account_id=f"acct-{i % 7}",
+        board_id=f"board-{i % 13}",
+        pin=Pin(
+            title=f"Pin {i}",
+            description="A benchmark pin",
+            link="https://example.com/p",
+            alt_text="alt",
+            media_source=MediaSource("image_url", "https://example.com/i.jpg"),
+        ),
+        mode="sandbox",
+    )
 
 
 def free_port() -> int:
