@@ -20,7 +20,7 @@ Storage is chosen by the eventsourcing environment given to the constructor (see
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -38,7 +38,9 @@ from ledger.clock import Clock, SystemClock
 from ledger.errors import (
     ConcurrentUpdate,
     IdempotencyConflict,
+    InvalidTransition,
     JobNotFound,
+    NotDue,
     store_errors,
 )
 from ledger.group_commit import GroupCommit
@@ -150,6 +152,64 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
 
     def schedule(self, job_id: UUID, *, actor: str = "system") -> Written:
         return self._update(job_id, lambda job: job.schedule(now=self.clock.now(), actor=actor))
+
+    def schedule_many(self, job_ids: Sequence[UUID], *, actor: str = "system") -> list[Written]:
+        """Schedule several jobs in one store transaction (the scheduler's batch); see
+        `_update_many`."""
+        return self._update_many(
+            job_ids, lambda job: job.schedule(now=self.clock.now(), actor=actor)
+        )
+
+    def start_attempts(
+        self, job_ids: Sequence[UUID], *, worker_id: str, lease_seconds: float
+    ) -> list[Written]:
+        """Start an attempt of each job in one store transaction (the worker's batch); see
+        `_update_many`."""
+        return self._update_many(
+            job_ids,
+            lambda job: job.start_attempt(
+                worker_id=worker_id, lease_seconds=lease_seconds, now=self.clock.now()
+            ),
+        )
+
+    def _update_many(
+        self, job_ids: Sequence[UUID], command: Callable[[Job], object]
+    ) -> list[Written]:
+        """`command` applied to each job, all saved in one store transaction: one commit instead
+        of one per job. Jobs it refuses (InvalidTransition, NotDue: they moved on) or that do
+        not exist are skipped. When another writer changed one of them after it was read, the
+        batch writes nothing and each job gets the command on its own instead, exactly as the
+        single-job command would (re-deciding on fresh state). Returns what was written, in
+        the order of `job_ids`."""
+        jobs: list[Job] = []
+        for job_id in job_ids:
+            job = self._find(job_id)
+            if job is None:
+                continue
+            try:
+                command(job)
+            except (InvalidTransition, NotDue):
+                continue
+            jobs.append(job)
+        if not jobs:
+            return []
+        try:
+            with store_errors():
+                recordings = self._commit(*jobs)
+        except IntegrityError:
+            written: list[Written] = []
+            for job in jobs:
+                try:
+                    written.append(self._update(job.id, command))
+                except (InvalidTransition, NotDue, JobNotFound, ConcurrentUpdate):
+                    continue  # someone else moved it first
+            return written
+        positions: dict[UUID, list[int]] = {}
+        for recording in recordings:
+            positions.setdefault(recording.domain_event.originator_id, []).append(
+                recording.notification.id
+            )
+        return [Written(job, tuple(positions.get(job.id, ()))) for job in jobs]
 
     def start_attempt(self, job_id: UUID, *, worker_id: str, lease_seconds: float) -> Written:
         return self._update(

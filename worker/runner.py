@@ -41,7 +41,6 @@ from ledger.errors import (
     JobNotFound,
     LeaseNotExpired,
     LedgerError,
-    NotDue,
     StoreUnavailable,
     WrongAttempt,
 )
@@ -160,31 +159,35 @@ class Worker:
         if free <= 0 or self._stopping:
             return 0
         now = self.ledger.clock.now()
-        started = 0
         extra = min(len(self._seen), 50)  # look past rows the projection has not updated yet
+        chosen: list[Candidate] = []
         with self.queue.claim("due", now, free + extra) as due:
-            for candidate in due:
-                if started >= free:
-                    break
-                if self._seen_before(candidate):
-                    continue
-                if not self._paced_ok(candidate, now):
-                    continue
-                self._mark_seen(candidate)
-                try:
-                    written = self.ledger.start_attempt(
-                        candidate.job_id,
-                        worker_id=self.worker_id,
-                        lease_seconds=self.config.lease_seconds,
-                    )
-                except (InvalidTransition, NotDue, WrongAttempt, JobNotFound, ConcurrentUpdate):
-                    continue  # another worker started it, or it changed: not ours
-                except StoreUnavailable:
+            try:
+                for candidate in due:
+                    if len(chosen) >= free:
+                        break
+                    if self._seen_before(candidate):
+                        continue
+                    if not self._paced_ok(candidate, now):
+                        continue
+                    self._mark_seen(candidate)
+                    chosen.append(candidate)
+                if not chosen:
+                    return 0
+                # one store transaction for the batch; a job another worker took is skipped
+                started = self.ledger.start_attempts(
+                    [c.job_id for c in chosen],
+                    worker_id=self.worker_id,
+                    lease_seconds=self.config.lease_seconds,
+                )
+            except BaseException:  # the store went away mid-batch, say: nothing was started
+                for candidate in chosen:
                     self._unmark_seen(candidate)  # not acted on: the next pass tries again
-                    raise
-                started += 1
+                raise
+            # started attempts run even if ending the claim's transaction fails below
+            for written in started:
                 self._launch(written.job)
-        return started
+        return len(started)
 
     # -- pacing --
 

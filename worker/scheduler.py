@@ -1,13 +1,12 @@
 """The scheduler: moves `queued` jobs to `scheduled` (run_at = max(now, publish_at), decided by
-`Job.schedule`). Several schedulers may run at once; the ledger refuses the second schedule of a
-job (InvalidTransition), which is simply skipped."""
+`Job.schedule`), a batch at a time in one store transaction. Several schedulers may run at once;
+the ledger refuses the second schedule of a job (InvalidTransition), which is simply skipped."""
 
 from __future__ import annotations
 
 import logging
 
 from ledger.application import JobLedger
-from ledger.errors import ConcurrentUpdate, InvalidTransition, JobNotFound
 from worker.queue import WorkQueue
 
 log = logging.getLogger("jobledger.worker")
@@ -21,13 +20,9 @@ class Scheduler:
         self.batch_size = batch_size
 
     def run_once(self) -> int:
-        """Schedule up to one batch of queued jobs; returns how many this call scheduled."""
-        done = 0
+        """Schedule up to one batch of queued jobs (one store transaction for the batch);
+        returns how many this call scheduled."""
         with self.queue.claim("queued", self.ledger.clock.now(), self.batch_size) as queued:
-            for candidate in queued:
-                try:
-                    self.ledger.schedule(candidate.job_id, actor=self.actor)
-                except (InvalidTransition, JobNotFound, ConcurrentUpdate):
-                    continue  # someone else moved it first (or the projection lags)
-                done += 1
-        return done
+            if not queued:
+                return 0
+            return len(self.ledger.schedule_many([c.job_id for c in queued], actor=self.actor))

@@ -225,3 +225,77 @@ def test_threads_racing_one_command_give_one_event(ledger) -> None:
         t.join()
     assert sorted(outcomes) == ["ok"] + ["refused"] * 7
     assert [type(e).__name__ for e in ledger.job_events(job_id)] == ["JobCreated", "JobScheduled"]
+
+
+def test_schedule_many_is_one_transaction_and_skips_what_cannot_be_scheduled(ledger) -> None:
+    ids = [
+        ledger.create_job(make_new_job(), tenant_id="t", idempotency_key=f"k{i}", actor="k").job.id
+        for i in range(5)
+    ]
+    ledger.cancel(ids[1], actor="key:a")
+    batches = ledger.group_commit.batches
+    written = ledger.schedule_many([*ids, job_id_for("t", "never-created")], actor="scheduler")
+    assert ledger.group_commit.batches == batches + 1  # one store transaction for the batch
+    assert [w.job.id for w in written] == [ids[0], *ids[2:]]
+    positions = [p for w in written for p in w.positions]
+    assert len(positions) == 4
+    assert positions == sorted(positions)
+    for job_id in ids:
+        expected = JobState.CANCELED if job_id == ids[1] else JobState.SCHEDULED
+        assert ledger.get_job(job_id).state == expected
+    assert ledger.schedule_many([ids[0]]) == []  # already scheduled: nothing written
+
+
+def test_schedule_many_falls_back_to_one_by_one_when_a_job_changed_meanwhile(
+    ledger, database_url, clock
+) -> None:
+    ids = [
+        ledger.create_job(make_new_job(), tenant_id="t", idempotency_key=f"k{i}", actor="k").job.id
+        for i in range(3)
+    ]
+    other = build(Settings(database_url=database_url), clock=clock, run_migrations=False)
+    find = ledger._find
+    raced: list[str] = []
+
+    def find_then_race(job_id):
+        job = find(job_id)
+        if job_id == ids[1] and not raced:
+            raced.append("canceled")
+            other.ledger.cancel(job_id, actor="key:other")  # lands first: our copy is stale
+        return job
+
+    ledger._find = find_then_race
+    try:
+        written = ledger.schedule_many(ids, actor="scheduler")
+    finally:
+        del ledger._find
+        other.close()
+    assert raced == ["canceled"]
+    assert [w.job.id for w in written] == [ids[0], ids[2]]
+    assert [ledger.get_job(i).state for i in ids] == [
+        JobState.SCHEDULED,
+        JobState.CANCELED,
+        JobState.SCHEDULED,
+    ]
+    # the refused batch wrote nothing: each job has exactly the events of what happened to it
+    assert [type(e).__name__ for e in ledger.job_events(ids[1])] == ["JobCreated", "JobCanceled"]
+    assert [type(e).__name__ for e in ledger.job_events(ids[0])] == ["JobCreated", "JobScheduled"]
+
+
+def test_start_attempts_starts_the_due_jobs_in_one_transaction(ledger, clock) -> None:
+    ids = [
+        ledger.create_job(make_new_job(), tenant_id="t", idempotency_key=f"k{i}", actor="k").job.id
+        for i in range(4)
+    ]
+    later = make_new_job(publish_at=clock.now() + timedelta(hours=1))
+    not_due = ledger.create_job(later, tenant_id="t", idempotency_key="later", actor="k").job.id
+    ledger.schedule_many([*ids[:3], not_due])  # ids[3] stays queued
+    batches = ledger.group_commit.batches
+    written = ledger.start_attempts([*ids, not_due], worker_id=WORKER, lease_seconds=30)
+    assert ledger.group_commit.batches == batches + 1
+    assert [w.job.id for w in written] == ids[:3]
+    assert all(w.job.state == JobState.RUNNING and w.job.attempts == 1 for w in written)
+    assert ledger.get_job(ids[3]).state == JobState.QUEUED
+    assert ledger.get_job(not_due).state == JobState.SCHEDULED
+    # a second worker's batch finds them running: nothing is started twice
+    assert ledger.start_attempts(ids[:3], worker_id="worker:w2", lease_seconds=30) == []
