@@ -5,9 +5,10 @@ database, and reported as a ratio; absolute numbers vary between machines, ratio
 PostgreSQL comes from LEDGER_BENCH_DATABASE_URL (default: a fresh schema in
 postgresql://postgres@127.0.0.1:5432/ledger_test, dropped afterwards).
 
-This is the first part of the suite (issue 8): ledger writes against raw inserts, projection
-rebuild against a raw read of the log, signing against bare HMAC. The API, delivery, latency,
-scale, lifecycle and peer figures come next.
+Figures (issue 8): the create and status-read API against raw inserts and a plain Starlette
+read, HTTP ceilings, ledger writes, projection rebuild against a raw read of the log, signing
+against bare HMAC, scale, lifecycle, a peer (procrastinate), and (bench/delivery_figures.py)
+webhook delivery and commit-to-webhook latency with an HTTP client comparison.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from bench import plots
 from bench.ceiling import ceiling_figures
 from bench.delivery_figures import delivery_section
 from bench.lifecycle_figures import lifecycle_figures
-from bench.load import Request, hammer
+from bench.load import Request, Result, hammer
 from bench.peer_figures import peer_figures
 from bench.scale_figures import scale_figures
 from bench.support import (
@@ -185,13 +186,26 @@ def child(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[None
             process.kill()
 
 
-def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
-    """Create-job API and status reads at 32 clients against `ledger serve --role api`."""
+API_ADMIN = "bench-admin-key-0123456789"
+JOB_BODY = orjson.dumps(
+    {
+        "account_id": "acct",
+        "board_id": "board",
+        "pin": {
+            "title": "t",
+            "media_source": {"source_type": "image_url", "url": "https://e.com/i.jpg"},
+        },
+    }
+)
+
+
+def _api_run(url: str, total: int, *serve_args: str) -> tuple[Result, Result, str]:
+    """`ledger serve --role api *serve_args` hammered with creates, then with reads of one job:
+    (creates, reads, that job's id)."""
     port = free_port()
-    admin = "bench-admin-key-0123456789"
     env = {
         "LEDGER_DATABASE_URL": url,
-        "LEDGER_ADMIN_KEY": admin,
+        "LEDGER_ADMIN_KEY": API_ADMIN,
         "LEDGER_SECRET_KEY": BENCH_KEY,
         "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
         # one key makes every request: the limiter runs (its cost is measured) but never refuses
@@ -200,30 +214,20 @@ def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
     }
     base = f"http://127.0.0.1:{port}"
     ledger = str(Path(sys.executable).parent / "ledger")
-    total = 2000 if quick else 10000
-    with child([ledger, "serve", "--role", "api", "--port", str(port)], env, f"{base}/healthz"):
+    command = [ledger, "serve", "--role", "api", "--port", str(port), *serve_args]
+    with child(command, env, f"{base}/healthz"):
         tenant = httpx.post(
             f"{base}/v1/tenants",
             json={"name": "bench"},
-            headers={"Authorization": f"Bearer {admin}"},
+            headers={"Authorization": f"Bearer {API_ADMIN}"},
         ).json()
         auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
-        body = orjson.dumps(
-            {
-                "account_id": "acct",
-                "board_id": "board",
-                "pin": {
-                    "title": "t",
-                    "media_source": {"source_type": "image_url", "url": "https://e.com/i.jpg"},
-                },
-            }
-        )
         creates = hammer(
             Request(
                 "POST",
                 f"{base}/v1/jobs",
                 {**auth, "Content-Type": "application/json"},
-                body,
+                JOB_BODY,
                 unique_header="Idempotency-Key",
             ),
             concurrency=32,
@@ -231,12 +235,21 @@ def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
         )
         job = httpx.post(
             f"{base}/v1/jobs",
-            content=body,
+            content=JOB_BODY,
             headers={**auth, "Idempotency-Key": "read-me", "Content-Type": "application/json"},
         ).json()
         reads = hammer(
             Request("GET", f"{base}/v1/jobs/{job['id']}", auth), concurrency=32, total=total * 2
         )
+    return creates, reads, str(job["id"])
+
+
+def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
+    """Create-job API and status reads at 32 clients against `ledger serve --role api`, in one
+    serving process and in two (`--processes 2`)."""
+    total = 2000 if quick else 10000
+    creates, reads, job_id = _api_run(url, total)
+    creates_2, reads_2, _ = _api_run(url, total, "--processes", "2")
     schema = url.split("schema=")[1]
     baseline_port = free_port()
     with child(
@@ -249,19 +262,21 @@ def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
             f"{schema}.job_status",
         ],
         {},
-        f"http://127.0.0.1:{baseline_port}/rows/{job['id']}",
+        f"http://127.0.0.1:{baseline_port}/rows/{job_id}",
     ):
         plain = hammer(
-            Request("GET", f"http://127.0.0.1:{baseline_port}/rows/{job['id']}", {}),
+            Request("GET", f"http://127.0.0.1:{baseline_port}/rows/{job_id}", {}),
             concurrency=32,
             total=total * 2,
         )
+    raw_name = "raw psycopg, 1 row/tx, 4 connections"
+    plain_name = f"Starlette + psycopg pool, one row (p99 {plain.p99_ms:.1f} ms)"
     return [
         Figure(
             f"POST /v1/jobs, 32 clients (p99 {creates.p99_ms:.0f} ms, {creates.errors} errors)",
             "jobs/s",
             creates.rate,
-            "raw psycopg, 1 row/tx, 4 connections",
+            raw_name,
             raw_rate,
             0.5,
         ),
@@ -269,7 +284,25 @@ def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
             f"GET /v1/jobs/{{id}}, 32 clients (p99 {reads.p99_ms:.1f} ms, {reads.errors} errors)",
             "req/s",
             reads.rate,
-            f"Starlette + psycopg pool, one row (p99 {plain.p99_ms:.1f} ms)",
+            plain_name,
+            plain.rate,
+            0.7,
+        ),
+        Figure(
+            f"POST /v1/jobs, 32 clients, --processes 2 (p99 {creates_2.p99_ms:.0f} ms, "
+            f"{creates_2.errors} errors)",
+            "jobs/s",
+            creates_2.rate,
+            raw_name,
+            raw_rate,
+            0.5,
+        ),
+        Figure(
+            f"GET /v1/jobs/{{id}}, 32 clients, --processes 2 (p99 {reads_2.p99_ms:.1f} ms, "
+            f"{reads_2.errors} errors)",
+            "req/s",
+            reads_2.rate,
+            plain_name,
             plain.rate,
             0.7,
         ),
@@ -342,6 +375,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
     parser.add_argument("--out", default="docs/performance.md")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     figures = measure(args.quick)
     delivery, clients = delivery_section(args.quick)
     figures += delivery
@@ -353,16 +387,14 @@ def main() -> int:
         "baseline in the same run.\n\n"
         f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
-        f"{' (quick mode)' if args.quick else ''}.\n\n"
+        f"{' (quick mode)' if args.quick else ''}. Load average (1 min) before the run "
+        f"{load_before:.2f}, after it {os.getloadavg()[0]:.2f}: the suite itself loads the "
+        "machine; a figure is only comparable with runs started on a quiet machine.\n\n"
     )
     pictures = plots.write(figures, Path(args.out).parent / "perf")
-    Path(args.out).write_text(
-        header + text + "\n\n" + clients + "\n\n" + pictures + "\n\n" + NOT_YET + "\n"
-    )
+    Path(args.out).write_text(header + text + "\n\n" + clients + "\n\n" + pictures + "\n")
     return 0
 
-
-NOT_YET = "Not measured yet (issue 8): create-job API at 32 clients, status reads at 32 clients."
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -58,6 +58,9 @@ def two_processes(
         "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
         "LEDGER_WORKER_POLL_SECONDS": "0.2",
         "LEDGER_WORKER_LEASE_SECONDS": "5",  # a killed process's claims lapse soon
+        # and the job it held (retried as worker_lost) runs again soon after
+        "LEDGER_JOB_RETRY_BASE_SECONDS": "0.05",
+        "LEDGER_JOB_RETRY_CAP_SECONDS": "0.5",
     }
     subprocess.run(  # migrate once, so the serving processes start side by side
         [sys.executable, "-m", "jobledger.cli", "projections", "status"],
