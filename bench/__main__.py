@@ -44,7 +44,9 @@ from bench.peer_figures import peer_figures
 from bench.scale_figures import scale_figures
 from bench.support import (
     BASE_URL,
+    BENCH_ADMIN,
     BENCH_KEY,
+    JOB_BODY,
     Figure,
     bench_job,
     bench_service,
@@ -186,26 +188,13 @@ def child(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[None
             process.kill()
 
 
-API_ADMIN = "bench-admin-key-0123456789"
-JOB_BODY = orjson.dumps(
-    {
-        "account_id": "acct",
-        "board_id": "board",
-        "pin": {
-            "title": "t",
-            "media_source": {"source_type": "image_url", "url": "https://e.com/i.jpg"},
-        },
-    }
-)
-
-
 def _api_run(url: str, total: int, *serve_args: str) -> tuple[Result, Result, str]:
     """`ledger serve --role api *serve_args` hammered with creates, then with reads of one job:
     (creates, reads, that job's id)."""
     port = free_port()
     env = {
         "LEDGER_DATABASE_URL": url,
-        "LEDGER_ADMIN_KEY": API_ADMIN,
+        "LEDGER_ADMIN_KEY": BENCH_ADMIN,
         "LEDGER_SECRET_KEY": BENCH_KEY,
         "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
         # one key makes every request: the limiter runs (its cost is measured) but never refuses
@@ -219,7 +208,7 @@ def _api_run(url: str, total: int, *serve_args: str) -> tuple[Result, Result, st
         tenant = httpx.post(
             f"{base}/v1/tenants",
             json={"name": "bench"},
-            headers={"Authorization": f"Bearer {API_ADMIN}"},
+            headers={"Authorization": f"Bearer {BENCH_ADMIN}"},
         ).json()
         auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
         creates = hammer(

@@ -21,8 +21,17 @@ import httpx
 
 from bench import plots
 from bench.load import Request, hammer
-from bench.scale_figures import ADMIN, BODY, service_env
-from bench.support import Figure, Processes, free_port, pg_schema, received, wait_http
+from bench.scale_figures import service_env
+from bench.support import (
+    BENCH_ADMIN,
+    JOB_BODY,
+    Figure,
+    Processes,
+    free_port,
+    pg_schema,
+    received,
+    wait_http,
+)
 
 ROLES = ("api", "worker", "delivery")
 
@@ -69,7 +78,7 @@ def lifecycle(kind: str, jobs: int) -> tuple[float, float, float]:
         wait_http(f"{base}/healthz", procs.procs["api"], "ledger serve --role api")
         procs.role("worker")
         procs.role("delivery")
-        admin = {"Authorization": f"Bearer {ADMIN}"}
+        admin = {"Authorization": f"Bearer {BENCH_ADMIN}"}
         tenant = httpx.post(f"{base}/v1/tenants", json={"name": "life"}, headers=admin).json()
         auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
         for rport in receivers:
@@ -89,7 +98,7 @@ def lifecycle(kind: str, jobs: int) -> tuple[float, float, float]:
                 "POST",
                 f"{base}/v1/jobs",
                 {**auth, "Content-Type": "application/json"},
-                BODY,
+                JOB_BODY,
                 unique_header="Idempotency-Key",
             ),
             concurrency=32,

@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-import orjson
 
 from bench import plots
 from bench.load import Request, Result, hammer
 from bench.support import (
+    BENCH_ADMIN,
     BENCH_KEY,
+    JOB_BODY,
     Figure,
     Processes,
     bench_service,
@@ -36,27 +37,16 @@ from projections.registry import tracked_names
 from projections.runner import tracked_position
 from storage.sql import SqlStore
 
-ADMIN = "bench-admin-key-0123456789"
 EVENTS_PER_JOB = 4
 JOBS_PER_SAVE = 125
 ROLES = ("api", "worker", "delivery", "projector")
 TARGET = round(1 / 1.2, 2)  # "within 1.2x": the lower value is at least 1/1.2 of the higher
-BODY = orjson.dumps(
-    {
-        "account_id": "acct",
-        "board_id": "board",
-        "pin": {
-            "title": "t",
-            "media_source": {"source_type": "image_url", "url": "https://e.com/i.jpg"},
-        },
-    }
-)
 
 
 def service_env(url: str) -> dict[str, str]:
     return {
         "LEDGER_DATABASE_URL": url,
-        "LEDGER_ADMIN_KEY": ADMIN,
+        "LEDGER_ADMIN_KEY": BENCH_ADMIN,
         "LEDGER_SECRET_KEY": BENCH_KEY,
         "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
         "LEDGER_DB_POOL_SIZE": "4",
@@ -157,7 +147,7 @@ def _measure(base: str, auth: dict[str, str], job_id: str, total: int) -> tuple[
             "POST",
             f"{base}/v1/jobs",
             {**auth, "Content-Type": "application/json"},
-            BODY,
+            JOB_BODY,
             unique_header="Idempotency-Key",
         ),
         concurrency=32,
@@ -188,12 +178,12 @@ def scale_figures(quick: bool) -> list[Figure]:
             tenant = httpx.post(
                 f"{base}/v1/tenants",
                 json={"name": "bench"},
-                headers={"Authorization": f"Bearer {ADMIN}"},
+                headers={"Authorization": f"Bearer {BENCH_ADMIN}"},
             ).json()
             auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
             job_id = httpx.post(
                 f"{base}/v1/jobs",
-                content=BODY,
+                content=JOB_BODY,
                 headers={**auth, "Idempotency-Key": "read-me", "Content-Type": "application/json"},
             ).json()["id"]
             for events, prefix in ((small, ""), (large, "b")):

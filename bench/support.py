@@ -37,6 +37,17 @@ BASE_URL = os.environ.get(
 )
 LEDGER = str(Path(sys.executable).parent / "ledger")
 BENCH_KEY = base64.b64encode(bytes(32)).decode()  # the webhook sealing key of every bench store
+BENCH_ADMIN = "bench-admin-key-0123456789"  # LEDGER_ADMIN_KEY of the served bench processes
+JOB_BODY = orjson.dumps(  # a minimal valid `POST /v1/jobs` body
+    {
+        "account_id": "acct",
+        "board_id": "board",
+        "pin": {
+            "title": "t",
+            "media_source": {"source_type": "image_url", "url": "https://e.com/i.jpg"},
+        },
+    }
+)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -38,7 +38,7 @@ from storage.sql import SqlStore
 from tests.e2e.conftest import ADMIN_KEY, Server, Tenant, job_body
 
 # Quick mode in `make test`; `LEDGER_FUZZ_EXAMPLES=200` (make soak) for a longer search.
-MAX_EXAMPLES = int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "25"))
+MAX_EXAMPLES = int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "15"))
 UNPARAMETERISED = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/audit/verify"}
 CONFORMANCE = [
     not_a_server_error,

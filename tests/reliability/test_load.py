@@ -73,7 +73,7 @@ def test_sustained_load_holds_with_zero_errors_and_bounded_memory(
     service: Service, postgres_url: str, tmp_path: Path, mode: Mode, figures: Figures
 ) -> None:
     rate = mode.pick(10, 50)  # jobs per second
-    seconds = mode.pick(20, 600)
+    seconds = mode.pick(10, 600)
     rss_growth = mode.pick(0.50, 0.25)
     total = rate * seconds
     ledger = service.ledger
