@@ -44,8 +44,9 @@ browser:
 		echo "could not install chromium: the browser tests skip (they fail under CI=true)"; \
 	fi
 
+# Two workers: see tests/conftest.py (the multi-process tests still run one at a time).
 pytest: $(STAMP) browser
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): figures beside their baselines, docs/performance.md.
 BENCH_STAMP := $(VENV)/.bench-installed

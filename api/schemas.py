@@ -10,7 +10,7 @@ entry in `/openapi.json`, so the document and the server cannot drift. Limits co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -541,6 +541,8 @@ class Param:
         schema = self.schema
         kind = schema.get("type")
         value: Any = raw
+        if "\x00" in raw:
+            raise Problem.parameter(self.name, NUL_REASON)
         if kind == "integer":
             if not raw.isascii() or not raw.lstrip("-").isdigit() or len(raw) > 12:
                 raise Problem.parameter(self.name, "must be a whole number")
@@ -695,8 +697,35 @@ def _validators(schema: JSONSchema) -> _Validators:
     return cached
 
 
+NUL_REASON = "must not contain the NUL character (U+0000)"
+
+
+def _nul_fields(value: Any, where: str = "") -> Iterator[str]:
+    """The paths of the strings (values or keys) in `value` that contain U+0000."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield where or "(body)"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                yield _join(where, key)
+            else:
+                yield from _nul_fields(item, _join(where, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_fields(item, f"{where}[{index}]")
+
+
 def validate_body(schema: JSONSchema, body: Mapping[str, Any]) -> None:
-    """Check `body` against `schema`; a 422 problem listing every field at fault."""
+    """Check `body` against `schema`; a 422 problem listing every field at fault. No string may
+    hold U+0000: PostgreSQL cannot store it in text, and no client means it."""
+    nul = list(dict.fromkeys(_nul_fields(body)))
+    if nul:
+        raise Problem(
+            "validation-error",
+            f"Invalid fields: {', '.join(nul)}.",
+            invalid_params=[{"name": name, "reason": NUL_REASON} for name in nul],
+        )
     validators = _validators(schema)
     if validators.fast.is_valid(body):
         return

@@ -161,12 +161,21 @@ def start_serving_process(
             log.warning(
                 "start-up try %d: the store cannot be reached (%s); trying again in %.1f s",
                 attempt,
-                error,
+                root_cause(error),
                 wait,
             )
             sleep(wait)
             delay = min(delay * 2, STARTUP_MAX_RETRY_SECONDS)
             attempt += 1
+
+
+def root_cause(error: BaseException) -> str:
+    """The innermost error `error` was raised from, as `Type: first line` (what the store said,
+    not the ledger's generic StoreUnavailable)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 STARTUP_FIRST_RETRY_SECONDS = 0.5

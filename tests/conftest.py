@@ -33,6 +33,16 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_SECRET_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs the suite on two workers (`-n 2 --dist loadgroup`): most tests wait on
+    sockets and subprocesses, so one process left a core idle. The multi-process and
+    reliability tests run one after another on one worker (group `serial`), beside the rest:
+    two of them at once would starve each other's processes on two cores."""
+    for item in items:
+        if item.get_closest_marker("slow") or item.nodeid.startswith("tests/reliability/"):
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees another's LEDGER_* settings, nor the developer's."""

@@ -92,6 +92,10 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, int, str | None]] = [
     ("tenant name missing", "POST", "/v1/tenants", JSON, b"{}", 422, "name"),
     ("tenant name too long", "POST", "/v1/tenants", JSON, json.dumps({"name": "n" * 201}).encode(), 422, "name"),
     ("tenant name control chars", "POST", "/v1/tenants", JSON, b'{"name": "a\\u0000b"}', 422, "name"),
+    ("NUL in account id", "POST", "/v1/jobs", {**JSON, **KEY}, body(account_id="a\x00b"), 422, "account_id"),
+    ("NUL in pin title", "POST", "/v1/jobs", {**JSON, **KEY}, body(pin=pin(title="t\x00")), 422, "pin.title"),
+    ("NUL in metadata key", "POST", "/v1/jobs", {**JSON, **KEY}, body(metadata={"k\x00": "v"}), 422, "metadata.k\x00"),
+    ("NUL in a filter", "GET", "/v1/jobs?account_id=a%00b", {}, None, 400, "account_id"),
     ("key role unknown", "POST", "/v1/tenants/{tenant}/keys", JSON, b'{"role": "root"}', 422, "role"),
     ("key unknown field", "POST", "/v1/tenants/{tenant}/keys", JSON, b'{"role": "reader", "scopes": []}', 422, "scopes"),
 ]  # fmt: skip

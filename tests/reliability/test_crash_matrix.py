@@ -29,8 +29,9 @@ mid-run is also covered by tests/integration/test_worker_processes.py and
 test_delivery_processes.py): five roles do not fit the quick budget on 2 shared cores. Full
 (`make soak`): all five roles, N=1,500 and K=10 each, that is 7,500 jobs and 50 kills over
 the matrix, sized so that the whole soak stays under an hour on 2 cores: the issue's N=20,000
-and K=50 *per role* would need several hours there (about 12 webhook requests per job). `RELIABILITY_CRASH_JOBS` and `RELIABILITY_CRASH_KILLS`
-override N and K per role for a longer run.
+and K=50 *per role* would need several hours there (about 12 webhook requests per job).
+`RELIABILITY_CRASH_JOBS` and `RELIABILITY_CRASH_KILLS` override N and K per role for a longer
+run.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ rotate, test, recover and delete it); hypothesis on the job state machine and on
 No answer may be a 5xx or differ from the document (status, content type, headers, schema).
 
 Quick mode (`make test`) keeps this file under a minute: few examples, SQLite only for the
-stateful run. Full mode (`LEDGER_RELIABILITY=full`, `make soak`) runs many more on both stores.
+stateful run. Full mode (`LEDGER_RELIABILITY=full`, `make soak`) runs many more on both stores,
+the stateful one as 20 short runs (see the test).
 The request-rate limit is off here: this measures the API against its document, and a 429
 (documented, see test_security.py) would only cut the search short.
 """
@@ -20,6 +21,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis.errors import FlakyStrategyDefinition
 from hypothesis.stateful import run_state_machine_as_test
 from schemathesis import GenerationMode
 
@@ -85,6 +87,10 @@ def test_stateful_fuzz_along_links(
     base_url = fuzzed.base_url
     calls = itertools.count()
     statuses: dict[int, int] = {}
+    # A nonconforming answer is collected, not raised: hypothesis would replay the failing
+    # sequence to shrink it, against a server whose state has moved on, and report only
+    # "inconsistent data generation" instead of the answer.
+    nonconforming: list[str] = []
 
     class Workflow(schema.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
@@ -95,27 +101,53 @@ def test_stateful_fuzz_along_links(
         def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
             next(calls)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-            case.validate_response(response, checks=api_fuzz.CONFORMANCE)
+            try:
+                case.validate_response(response, checks=api_fuzz.CONFORMANCE)
+            except (AssertionError, BaseExceptionGroup) as failure:  # one check, or several
+                found = getattr(failure, "exceptions", (failure,))
+                nonconforming.append(
+                    f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                    + "; ".join(str(one) for one in found)
+                    + f"\n  request body: {case.body!r}\n  answer: {response.text[:500]}"
+                )
 
-    run_state_machine_as_test(
-        Workflow,
-        settings=settings(
-            max_examples=mode.pick(6, 150),
-            stateful_step_count=mode.pick(8, 25),
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        ),
-    )
+    # Short runs, many of them: in one long run hypothesis replays earlier step sequences
+    # against a server whose state has moved on, and gives up with FlakyStrategyDefinition
+    # ("inconsistent data generation"). A run that gives up that way hides no answer: every
+    # answer is checked as it comes (`nonconforming` above); it is counted and the next starts.
+    abandoned = 0
+    for round_ in range(mode.pick(1, 20)):
+        try:
+            run_state_machine_as_test(
+                Workflow,
+                settings=settings(
+                    max_examples=mode.pick(6, 8),
+                    stateful_step_count=mode.pick(8, 25),
+                    deadline=None,
+                    derandomize=round_ == 0,  # the first run is the same every time
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                ),
+            )
+        except FlakyStrategyDefinition:
+            abandoned += 1
     sent = next(calls)
+    assert not nonconforming, "\n".join(nonconforming[:5])
     assert sent >= mode.pick(15, 500)  # the run really sent requests
     assert any(200 <= status < 300 for status in statuses), statuses  # and not only refusals
     assert all(status < 500 for status in statuses), statuses
-    assert fuzz_tenant.writer.get("/v1/jobs").status_code == 200
+    answer = fuzz_tenant.writer.get("/v1/jobs")
+    if answer.status_code == 401:  # a run revoked the writer's key along the links: fine if so
+        key = fuzzed.client(ADMIN_KEY).get(
+            f"/v1/tenants/{fuzz_tenant.id}/keys/{fuzz_tenant.writer_key_id}"
+        )
+        assert key.json()["revoked_at"] is not None, key.text
+    else:
+        assert answer.status_code == 200, answer.text
     assert fuzzed.ledger.verify().ok
     store = "postgres" if "postgres" in database_url else "sqlite"
     figures.record(f"fuzz: stateful requests ({store})", sent, "requests")
+    figures.record(f"fuzz: stateful runs given up as inconsistent ({store})", abandoned, "")
 
 
 @STORES
