@@ -51,6 +51,7 @@ from bench.support import (
     bench_job,
     bench_service,
     free_port,
+    hammer_creates,
     pg_schema,
 )
 from delivery.signing import new_secret, sign
@@ -211,17 +212,7 @@ def _api_run(url: str, total: int, *serve_args: str) -> tuple[Result, Result, st
             headers={"Authorization": f"Bearer {BENCH_ADMIN}"},
         ).json()
         auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
-        creates = hammer(
-            Request(
-                "POST",
-                f"{base}/v1/jobs",
-                {**auth, "Content-Type": "application/json"},
-                JOB_BODY,
-                unique_header="Idempotency-Key",
-            ),
-            concurrency=32,
-            total=total,
-        )
+        creates = hammer_creates(base, auth, total)
         job = httpx.post(
             f"{base}/v1/jobs",
             content=JOB_BODY,

@@ -20,14 +20,13 @@ from pathlib import Path
 import httpx
 
 from bench import plots
-from bench.load import Request, hammer
 from bench.scale_figures import service_env
 from bench.support import (
     BENCH_ADMIN,
-    JOB_BODY,
     Figure,
     Processes,
     free_port,
+    hammer_creates,
     pg_schema,
     received,
     wait_http,
@@ -93,17 +92,7 @@ def lifecycle(kind: str, jobs: int) -> tuple[float, float, float]:
         time.sleep(2.0)  # what the idle service burns (followers polling), for the report
         cpu0 = {role: procs.cpu([role]) for role in ROLES}
         t0 = time.perf_counter()
-        creates = hammer(
-            Request(
-                "POST",
-                f"{base}/v1/jobs",
-                {**auth, "Content-Type": "application/json"},
-                JOB_BODY,
-                unique_header="Idempotency-Key",
-            ),
-            concurrency=32,
-            total=jobs,
-        )
+        creates = hammer_creates(base, auth, jobs)
         deadline = time.monotonic() + 300 + jobs  # generous: a loaded machine crawls
         created = creates.requests - creates.errors
         while min(received(p)["job.published"] for p in receivers) < created:

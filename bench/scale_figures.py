@@ -27,6 +27,7 @@ from bench.support import (
     Processes,
     bench_service,
     free_port,
+    hammer_creates,
     pg_schema,
     wait_http,
 )
@@ -142,17 +143,7 @@ class Size:
 
 
 def _measure(base: str, auth: dict[str, str], job_id: str, total: int) -> tuple[Result, Result]:
-    creates = hammer(
-        Request(
-            "POST",
-            f"{base}/v1/jobs",
-            {**auth, "Content-Type": "application/json"},
-            JOB_BODY,
-            unique_header="Idempotency-Key",
-        ),
-        concurrency=32,
-        total=total,
-    )
+    creates = hammer_creates(base, auth, total)
     reads = hammer(
         Request("GET", f"{base}/v1/jobs/{job_id}", auth), concurrency=32, total=total * 2
     )

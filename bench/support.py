@@ -27,6 +27,7 @@ import httpx
 import orjson
 import psycopg
 
+from bench.load import Request, Result, hammer
 from jobledger.bootstrap import Service, build
 from jobledger.settings import Settings
 from jobledger.webhook_settings import WebhookSettings
@@ -77,6 +78,22 @@ def pg_schema(prefix: str = "bench") -> Iterator[tuple[str, str]]:
     finally:
         with psycopg.connect(BASE_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def hammer_creates(base: str, auth: dict[str, str], total: int) -> Result:
+    """`total` `POST /v1/jobs` of `JOB_BODY` at 32 concurrent clients, each with its own
+    Idempotency-Key."""
+    return hammer(
+        Request(
+            "POST",
+            f"{base}/v1/jobs",
+            {**auth, "Content-Type": "application/json"},
+            JOB_BODY,
+            unique_header="Idempotency-Key",
+        ),
+        concurrency=32,
+        total=total,
+    )
 
 
 def bench_service(url: str, *, allow_private_targets: bool = False) -> Service:
