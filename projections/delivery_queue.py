@@ -17,7 +17,7 @@ from uuid import UUID
 import orjson
 
 from ledger.application import JobLedger
-from ledger.delivery import Delivery
+from ledger.delivery import Delivery, DeliveryState
 from projections.aggregate_cache import AggregateCache
 from storage.sql import SqlStore, Tx, utc_text
 
@@ -52,6 +52,12 @@ COLUMNS = (
 KEEP_ON_UPDATE = frozenset({"delivery_id", "created_position"})
 
 
+def _is_at_rest(delivery: Delivery) -> bool:
+    """Succeeded, failed, dead-lettered or held: only a person (or an endpoint's re-enabling)
+    moves it again."""
+    return delivery.state is not DeliveryState.PENDING
+
+
 class DeliveryQueueProjection:
     def __init__(
         self, ledger: JobLedger, *, table: str = "delivery_queue", cache_size: int = 10_000
@@ -59,7 +65,7 @@ class DeliveryQueueProjection:
         self.table = table
         self.name = table
         self.topics = DELIVERY_TOPICS
-        self._cache = AggregateCache(ledger, size=cache_size)
+        self._cache = AggregateCache(ledger, size=cache_size, settled=_is_at_rest)
 
     def create_tables(self, tx: Tx) -> None:
         t = self.table

@@ -58,13 +58,17 @@ COLUMNS = (
 KEEP_ON_UPDATE = frozenset({"job_id", "created_position"})
 
 
+def _is_final(job: Job) -> bool:
+    return job.is_final
+
+
 class JobStatusProjection:
     def __init__(self, ledger: JobLedger, *, table: str = "job_status", cache_size: int = 10_000):
         self.ledger = ledger
         self.table = table
         self.name = table
         self.topics = JOB_TOPICS
-        self._cache = AggregateCache(ledger, size=cache_size)
+        self._cache = AggregateCache(ledger, size=cache_size, settled=_is_final)
 
     def create_tables(self, tx: Tx) -> None:
         t = self.table
