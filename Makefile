@@ -61,10 +61,11 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick
 
 # Reliability soak (not part of `make test`): tests/reliability at full size, unattended, under
-# an hour on 2 cores; then docs/reliability.md is rewritten from the recorded figures.
+# an hour on 2 cores; then docs/reliability.md is rewritten from the recorded figures and
+# outcomes, also when a test failed (the page says which), and the make exit status is pytest's.
 soak: $(STAMP)
-	LEDGER_RELIABILITY=full $(BIN)/pytest tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
-	$(BIN)/python -m tests.reliability.report
+	LEDGER_RELIABILITY=full $(BIN)/pytest tests/reliability -p no:cacheprovider $(PYTEST_ARGS); \
+	status=$$?; $(BIN)/python -m tests.reliability.report; exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

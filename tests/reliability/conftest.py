@@ -5,13 +5,18 @@
 - `figures`: records the figures a test measured (`figures.record(name, value, unit)`); each
   test module's figures land in `tests/artifacts/reliability/<module>.json`, from which
   `python -m tests.reliability.report` writes docs/reliability.md after a full run.
+- Every test's outcome (passed, failed, skipped) and duration go to the same file, as the
+  test finishes, so the page says whether the run that made the figures held, and a test
+  that fails after recording its figures cannot be shown as if it had passed.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,15 +60,51 @@ class Figures:
     def write(self) -> None:
         if not self.rows:
             return
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / f"{self.module}.json"
-        existing: list[dict[str, Any]] = []
-        if path.exists():
-            existing = orjson.loads(path.read_bytes()).get("rows", [])
         names = {row["name"] for row in self.rows}
-        kept = [row for row in existing if row["name"] not in names]
-        doc = {"module": self.module, "mode": self.mode, "rows": kept + self.rows}
-        path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        with artifact(self.module, self.mode) as doc:
+            kept = [row for row in doc["rows"] if row["name"] not in names]
+            doc["rows"] = kept + self.rows
+
+
+@contextmanager
+def artifact(module: str, mode: str) -> Iterator[dict[str, Any]]:
+    """The module's recorded document, to update in place; written back on exit. One from a
+    run in the other mode is started afresh: quick and full figures are never mixed."""
+    path = ARTIFACTS / f"{module}.json"
+    doc: dict[str, Any] = {}
+    if path.exists():
+        doc = orjson.loads(path.read_bytes())
+    if doc.get("mode") != mode:
+        doc = {}
+    doc = {"module": module, "mode": mode, "rows": [], "tests": {}, **doc}
+    yield doc
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+
+
+OUTCOMES: dict[str, dict[str, Any]] = {}  # nodeid -> outcome and seconds so far
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Record each reliability test's outcome once it is known (after its teardown)."""
+    if not report.nodeid.startswith("tests/reliability/"):
+        return
+    seen = OUTCOMES.setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0})
+    seen["seconds"] += report.duration
+    if report.failed:
+        seen["outcome"] = "failed" if report.when == "call" else f"error in {report.when}"
+    elif report.skipped and seen["outcome"] == "passed":
+        seen["outcome"] = "skipped"
+    if report.when != "teardown":
+        return
+    path, test = report.nodeid.split("::", 1)
+    module = Path(path).stem
+    with artifact(module, current_mode().name) as doc:
+        doc["tests"][test] = {
+            "outcome": seen["outcome"],
+            "seconds": round(seen["seconds"], 1),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
 
 
 @pytest.fixture(scope="module")

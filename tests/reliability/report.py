@@ -127,16 +127,65 @@ def render(artifacts: Path = ARTIFACTS) -> str:
             "workloads, short durations), not from the full soak; `make soak` replaces them.",
             "",
         ]
-    for path in recorded:
-        doc = orjson.loads(path.read_bytes())
+    docs = [orjson.loads(path.read_bytes()) for path in recorded]
+    if docs:
+        out += [*outcomes_table(docs), ""]
+    for path, doc in zip(recorded, docs, strict=True):
         at = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
         out += [
             f"### `{doc.get('module', path.stem)}`: {doc.get('mode', 'quick')} mode, {at}",
+            "",
+            outcome_line(doc),
             "",
             *figures_table(doc),
             "",
         ]
     return "\n".join(out).rstrip() + "\n"
+
+
+def counts(tests: dict[str, dict[str, Any]]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for test in tests.values():
+        kind = "failed" if test["outcome"].startswith(("failed", "error")) else test["outcome"]
+        counted[kind] = counted.get(kind, 0) + 1
+    return counted
+
+
+def outcomes_table(docs: list[dict[str, Any]]) -> list[str]:
+    """One row per module: its mode, how its tests ended, how long they took."""
+    lines = [
+        "| Module | Mode | Passed | Failed | Skipped | Time |",
+        "|---|---|---|---|---|---|",
+    ]
+    total = 0.0
+    for doc in docs:
+        tests = doc.get("tests", {})
+        counted = counts(tests)
+        seconds = sum(test["seconds"] for test in tests.values())
+        total += seconds
+        failed = counted.get("failed", 0)
+        lines.append(
+            f"| `{doc['module']}` | {doc.get('mode', 'quick')} | {counted.get('passed', 0)} "
+            f"| {f'**{failed}**' if failed else 0} | {counted.get('skipped', 0)} "
+            f"| {seconds / 60:.1f} min |"
+            if tests
+            else f"| `{doc['module']}` | {doc.get('mode', 'quick')} | - | - | - | not recorded |"
+        )
+    lines.append(f"| all | | | | | {total / 60:.1f} min |")
+    return lines
+
+
+def outcome_line(doc: dict[str, Any]) -> str:
+    tests = doc.get("tests", {})
+    if not tests:
+        return "Outcome: not recorded (figures from before outcomes were kept)."
+    failed = [name for name, t in tests.items() if t["outcome"].startswith(("failed", "error"))]
+    counted = counts(tests)
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counted.items()))
+    if failed:
+        names = ", ".join(f"`{name}` ({tests[name]['outcome']})" for name in failed)
+        return f"Outcome: **{summary}**. Failed: {names}. The figures below include that run."
+    return f"Outcome: {summary}."
 
 
 def main(argv: list[str] | None = None) -> int:
