@@ -51,6 +51,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from http.cookiejar import CookieJar
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -164,15 +165,29 @@ class _NotSent(Exception):
     """Nothing was sent: the delivery is not (or no longer) due, or was held."""
 
 
+class NoCookies(CookieJar):
+    """A cookie jar that never keeps one. The sender's one client serves every tenant's
+    endpoints: a cookie that one endpoint's answer set would otherwise go back to every later
+    request to that host, another tenant's endpoint included."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def set_cookie(self, cookie: Any) -> None:
+        return None
+
+
 def make_client(*, concurrency: int, allow_private_targets: bool) -> httpx.AsyncClient:
     """The shared client: SSRF-guarded aiohttp transport (`delivery.aiohttp_transport`; the
     comparison behind the choice is in docs/performance.md), pool sized to the concurrency, no
-    redirects, no proxies from the environment."""
+    redirects, no proxies from the environment, no cookies."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     transport = GuardedAiohttpTransport(
         TargetPolicy(allow_private=allow_private_targets), limits=limits
     )
-    return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
+    return httpx.AsyncClient(
+        transport=transport, follow_redirects=False, trust_env=False, cookies=NoCookies()
+    )
 
 
 class Sender:

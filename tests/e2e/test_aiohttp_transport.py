@@ -233,3 +233,25 @@ def test_the_senders_client_uses_this_transport_and_sizes_its_pool() -> None:
     assert transport._limits.max_connections == 7
     assert client.follow_redirects is False
     asyncio.run(client.aclose())
+
+
+def test_the_senders_client_never_sends_back_a_cookie_an_endpoint_set(receiver: Receiver) -> None:
+    """One client serves every tenant: a cookie set by one endpoint's answer must not reach a
+    later request to the same host (another tenant's endpoint at /b)."""
+    receiver.script("/a", Reply(200, headers={"set-cookie": "session=tenant-one; Path=/"}))
+
+    async def run() -> None:
+        client = make_client(concurrency=2, allow_private_targets=True)
+        try:
+            for path in ("/a", "/a", "/b"):
+                exchange = await post(
+                    client, receiver.url(path), headers=HEADERS, body=BODY, timeout=5
+                )
+                assert exchange.error_class is None
+            assert not list(client.cookies.jar)
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+    received = receiver.wait_for(3)
+    assert [r.headers.get("cookie") for r in received] == [None, None, None]
