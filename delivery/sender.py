@@ -509,7 +509,7 @@ class Sender:
             next_at = self._next_attempt_at(delivery, endpoint, exchange, finished_at)
         changed = await self._call(
             self._record,
-            delivery_id,
+            delivery,
             attempt,
             exchange.succeeded,
             the_receipt,
@@ -659,15 +659,18 @@ class Sender:
 
     def _record(
         self,
-        delivery_id: UUID,
+        sent: Delivery,
         attempt: int,
         succeeded: bool,
         the_receipt: dict[str, Any],
         next_at: datetime | None,
         hold_reason: str | None,
     ) -> Changed | None:
-        """Record the attempt; None when another sender recorded it first. Retries a store
+        """Record the attempt on the delivery as it was loaded to be sent (read again only if
+        it changed meanwhile); None when another sender recorded it first. Retries a store
         that is briefly unreachable, then gives up (the lease expires; sent again)."""
+        delivery_id = sent.id
+        loaded: Delivery | None = sent
         for tries in range(RECORD_TRIES):
             try:
                 return self.ledger.record_delivery_attempt(
@@ -678,6 +681,7 @@ class Sender:
                     next_attempt_at=next_at,
                     hold_reason=hold_reason,
                     actor=self.config.owner,
+                    loaded=loaded,
                 )
             except (WrongAttempt, InvalidTransition) as error:
                 log.debug(
@@ -688,6 +692,7 @@ class Sender:
                 )
                 return None
             except (StoreUnavailable, ConcurrentUpdate) as error:
+                loaded = None  # it may hold a half-applied decision: read it afresh
                 if tries == RECORD_TRIES - 1:
                     raise
                 log.warning(

@@ -59,10 +59,16 @@ class AggregateCommands(Application[UUID]):
         not_found: Callable[[UUID], Exception],
         tenant_id: str | None,
         decide: Callable[[A], bool],
+        loaded: A | None = None,
     ) -> Changed:
-        """Load (404 unless it is the tenant's; None: any tenant), decide, save."""
+        """Load (404 unless it is the tenant's; None: any tenant), decide, save.
+
+        `loaded`: the aggregate as the caller already read it, decided on first instead of
+        reading it again (it is changed in place). If it is stale, the save is refused like
+        any concurrent write and the command is decided again on a fresh load."""
         for _ in range(COMMAND_RETRIES):
-            aggregate = self._load(aggregate_id, kind)
+            aggregate = loaded if loaded is not None else self._load(aggregate_id, kind)
+            loaded = None
             if aggregate is None or (
                 tenant_id is not None and getattr(aggregate, "tenant_id", None) != tenant_id
             ):

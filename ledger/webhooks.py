@@ -283,7 +283,11 @@ class WebhookCommands(AggregateCommands):
         next_attempt_at: datetime | None,
         hold_reason: str | None = None,
         actor: str,
+        loaded: Delivery | None = None,
     ) -> Changed:
+        """Record an attempt's outcome. `loaded`: the delivery as the sender read it before
+        sending (saves a read; if it changed meanwhile, it is read again)."""
+
         def record(delivery: Delivery) -> bool:
             delivery.record_attempt(
                 attempt=attempt,
@@ -296,7 +300,9 @@ class WebhookCommands(AggregateCommands):
             )
             return True
 
-        return self._update_aggregate(delivery_id, Delivery, DeliveryNotFound, None, record)
+        return self._update_aggregate(
+            delivery_id, Delivery, DeliveryNotFound, None, record, loaded=loaded
+        )
 
     def hold_delivery(self, delivery_id: UUID, *, reason: str, actor: str) -> Changed:
         def hold(delivery: Delivery) -> bool:

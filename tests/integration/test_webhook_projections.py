@@ -234,6 +234,17 @@ def test_queue_and_health_follow_attempts_and_equal_a_rebuild(ledger, store, run
             next_attempt_at=None,
             actor="delivery:other",
         )
+    with pytest.raises(WrongAttempt):  # ... also when it passes the delivery as it loaded it
+        ledger.record_delivery_attempt(
+            first.id,
+            attempt=1,
+            succeeded=True,
+            receipt=receipt,
+            next_attempt_at=None,
+            actor="delivery:other",
+            loaded=first,  # read before attempt 1 was recorded: the save is refused, re-read
+        )
+    assert len(ledger.delivery_attempts(first.id)) == 1
     ledger.record_delivery_attempt(
         second.id,
         attempt=1,
