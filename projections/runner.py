@@ -1,13 +1,20 @@
 """`ProjectionRunner`: follows the ledger's notification log and keeps one projection's rows in
 step with it.
 
-Each batch (up to `batch_size` log entries) is applied in ONE transaction together with the
+Each batch (up to `batch_size` events of interest) is applied in ONE transaction together with the
 projection's tracking position, which is advanced with a compare-and-set
 (`UPDATE ... WHERE position = <what we read>`). So a crash anywhere leaves rows and position
 consistent (nothing applied twice, nothing skipped), and a second runner of the same projection
 cannot interleave: its compare-and-set fails and its transaction rolls back (`LostOwnership`).
 On PostgreSQL the runners of one projection also elect a single owner with an advisory lock, so
 a standby simply waits. Events a projection does not care about still advance its position.
+
+A batch is read with the projection's topics as a filter in the store (`topic IN (...)`) up to
+the log's head as it was just before: a view of jobs never fetches or decodes the webhook
+deliveries' events (most of the log: each job's change makes one delivery and one attempt per
+subscribed endpoint). Reading up to a head is safe because the recorders commit notification
+ids in order (PostgreSQL inserts take an EXCLUSIVE table lock; SQLite has one writer): no id at
+or below the head can still appear.
 
 Wake-ups: the ledger calls `notify()` after every save in this process; on PostgreSQL a
 LISTEN connection on the ledger's NOTIFY channel wakes runners in other processes. A slow
@@ -90,6 +97,7 @@ class ProjectionRunner:
         self.poll_seconds = poll_seconds
         self._wake = threading.Event()
         self._position: int | None = None
+        self._topics = sorted(projection.topics)
         self.position_changed: list[Callable[[int], None]] = []
 
     @property
@@ -127,16 +135,18 @@ class ProjectionRunner:
         return batch.entries
 
     def _read(self, start: int) -> _Batch | None:
-        """The log entries after `start` (up to `batch_size`), those of interest decoded."""
-        notes = self.ledger.recorder.select_notifications(
-            start, self.batch_size, inclusive_of_start=False
-        )
-        if not notes:
+        """The next `batch_size` events of interest after `start`, decoded; the batch ends at
+        the last of them, or at the head when fewer were left (None: nothing new at all)."""
+        recorder = self.ledger.recorder
+        head = recorder.max_notification_id() or 0
+        if head <= start:
             return None
-        topics = self.projection.topics
+        notes = recorder.select_notifications(
+            start, self.batch_size, stop=head, topics=self._topics, inclusive_of_start=False
+        )
+        end = notes[-1].id if len(notes) >= self.batch_size else head
         decode = self.ledger.mapper.to_domain_event
-        events = [(n.id, decode(n)) for n in notes if n.topic in topics]
-        return _Batch(notes[-1].id, len(notes), events)
+        return _Batch(end, end - start, [(n.id, decode(n)) for n in notes])
 
     def _apply(self, start: int, batch: _Batch) -> None:
         """Apply `batch` (read after `start`) and move the position to its end, in one
@@ -235,7 +245,7 @@ class ProjectionRunner:
 @dataclass(frozen=True)
 class _Batch:
     end: int  # the position of its last log entry
-    entries: int  # log entries covered (read), of any topic
+    entries: int  # log positions covered, of any topic (read or filtered out)
     events: list[tuple[int, Any]]  # (position, event) of those the projection wants
 
 

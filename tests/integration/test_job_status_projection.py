@@ -17,6 +17,7 @@ import pytest
 
 from ledger.application import JobLedger
 from ledger.clock import ManualClock
+from ledger.endpoint import EndpointSettings
 from ledger.errors import LedgerError
 from ledger.job import AttemptFailure
 from projections.job_status import JobFilters, JobStatusProjection, get_doc, list_docs
@@ -300,3 +301,45 @@ def test_every_registered_projection_rebuilds_to_its_live_rows(ledger, store, cl
         assert all(before.values()), name
         rebuild(ledger, store, live(ledger, name), shadow(ledger, name))
         assert {table: rows(store, table) for table in tables} == before, name
+
+
+def test_a_runner_reads_only_its_topics_and_still_moves_to_the_head(ledger, store, runner):
+    """Deliveries are most of the log: a job view must not fetch them, yet its position must
+    pass them (lag and read-your-writes count positions)."""
+    endpoint = ledger.register_endpoint(
+        "t1",
+        EndpointSettings(url="https://hooks.example.com/in", event_types=("*",)),
+        actor="key:x",
+    ).endpoint
+    applied: list[str] = []
+    apply = runner.projection.apply
+
+    def spy(tx, events):
+        applied.extend(type(event).__qualname__ for _, event in events)
+        apply(tx, events)
+
+    runner.projection.apply = spy
+    fetched: list[str] = []
+    select = ledger.recorder.select_notifications
+
+    def counting_select(*args, **kwargs):
+        notes = select(*args, **kwargs)
+        fetched.extend(note.topic for note in notes)
+        return notes
+
+    ledger.recorder.select_notifications = counting_select
+    for i in range(3):
+        ledger.create_job(make_new_job(), tenant_id="t1", idempotency_key=f"k{i}", actor="k")
+        for _ in range(4):  # 4 events no job view wants between every two job events
+            ledger.create_test_delivery(endpoint, payload="{}", actor="key:x")
+    runner.catch_up()
+    assert applied == ["Job.JobCreated"] * 3
+    assert len(fetched) == 3  # the 12 deliveries' events never left the store
+    assert runner.position() == ledger.recorder.max_notification_id()
+
+    for _ in range(3):  # the log's tail holds none of its topics
+        ledger.create_test_delivery(endpoint, payload="{}", actor="key:x")
+    head = ledger.recorder.max_notification_id()
+    assert runner.run_once() == 3
+    assert (runner.position(), len(applied)) == (head, 3)
+    assert runner.run_once() == 0
