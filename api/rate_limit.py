@@ -12,6 +12,14 @@ sha256: this module never keeps a key), whether the key turns out valid or not; 
 request against the client's IP address. The limiter runs before authentication, so it costs
 no store call. Liveness, readiness and /metrics are not limited (probes and scrapers).
 
+Unproven tokens: a token the API has not yet accepted in this process is also counted against
+its client IP's bucket of unproven tokens (same rate and burst). Without that, a client that
+sent a fresh random token with every request would get a fresh bucket every time, and could
+guess keys or load the API without limit. A token becomes proven when a request bearing it gets
+any answer but 401 (and unproven again on a 401); proven tokens skip the IP bucket, so many
+real keys behind one address (an automation platform's shared egress, a NAT) are not limited
+by each other.
+
 Memory is bounded: at most `max_callers` buckets are kept; past that the least recently used
 ones are dropped (a dropped caller starts again with a full bucket). The limit is per process:
 N API processes allow N times the rate in total.
@@ -26,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import Problem, problem_response
 
@@ -95,14 +103,28 @@ class RateLimit:
     ) -> None:
         self.app = app
         self.buckets = TokenBuckets(per_second, burst, max_callers=max_callers, clock=clock)
+        self.max_callers = max_callers
+        self._proven: OrderedDict[str, None] = OrderedDict()  # callers a non-401 answer met
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in UNLIMITED_PATHS:
             await self.app(scope, receive, send)
             return
-        wait = self.buckets.take(caller(scope))
+        who = caller(scope)
+        wait = self.buckets.take(who)
+        if wait <= 0.0 and who.startswith("key:") and who not in self._proven:
+            wait = self.buckets.take(f"unproven-from-{client_ip(scope)}")
         if wait <= 0.0:
-            await self.app(scope, receive, send)
+            if not who.startswith("key:"):
+                await self.app(scope, receive, send)
+                return
+
+            async def noting_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    self._note(who, accepted=message["status"] != 401)
+                await send(message)
+
+            await self.app(scope, receive, noting_send)
             return
         seconds = max(1, math.ceil(wait))
         problem = Problem(
@@ -119,6 +141,20 @@ class RateLimit:
         )
         await problem_response(problem)(scope, receive, send)
 
+    def _note(self, who: str, *, accepted: bool) -> None:
+        if not accepted:
+            self._proven.pop(who, None)
+            return
+        self._proven[who] = None
+        self._proven.move_to_end(who)
+        while len(self._proven) > self.max_callers:
+            self._proven.popitem(last=False)
+
+
+def client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
 
 def caller(scope: Scope) -> str:
     """Who a request counts against: `key:<sha256 of the bearer token>` or `ip:<address>`."""
@@ -129,5 +165,4 @@ def caller(scope: Scope) -> str:
             if scheme.lower() == b"bearer" and token:
                 return "key:" + hashlib.sha256(token).hexdigest()
             break
-    client = scope.get("client")
-    return f"ip:{client[0] if client else 'unknown'}"
+    return f"ip:{client_ip(scope)}"
