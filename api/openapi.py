@@ -682,7 +682,9 @@ def build_document(*, max_body_bytes: int) -> dict[str, Any]:
             "Authenticate with `Authorization: Bearer <api key>`. Errors are "
             "`application/problem+json` (RFC 9457); `type` is "
             "`https://job-ledger.dev/problems/<slug>`, one of:\n"
-            f"{problem_types}\n\nRequest bodies are limited to {max_body_bytes} bytes.",
+            f"{problem_types}\n\nRequest bodies are limited to {max_body_bytes} bytes. "
+            "The NUL character (U+0000) is refused in every string and key of a body (422, "
+            "naming the field) and in every parameter (400).",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
