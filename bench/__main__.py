@@ -342,12 +342,17 @@ def table(figures: list[Figure]) -> str:
         target = f">= {f.target}x" if f.target is not None else "-"
         met = "" if f.target is None else (" (met)" if f.ratio >= f.target else " (NOT met)")
         lines.append(
-            f"| {f.name} | {f.value:,.0f} {f.unit} | {f.baseline_name} | "
-            f"{f.baseline:,.0f} {f.unit} | {f.ratio:.2f}x | {target}{met} |"
+            f"| {f.name} | {amount(f.value)} {f.unit} | {f.baseline_name} | "
+            f"{amount(f.baseline)} {f.unit} | {f.ratio:.2f}x | {target}{met} |"
             if f.baseline
-            else f"| {f.name} | {f.value:,.0f} {f.unit} | {f.baseline_name} | - | - | - |"
+            else f"| {f.name} | {amount(f.value)} {f.unit} | {f.baseline_name} | - | - | - |"
         )
     return "\n".join(lines)
+
+
+def amount(value: float) -> str:
+    """Whole numbers from 10 up; below, two significant digits (a 0.4 ms floor is not 0)."""
+    return f"{value:,.0f}" if abs(value) >= 10 or value == 0 else f"{value:.2g}"
 
 
 def main() -> int:
