@@ -225,25 +225,19 @@ def test_queue_and_health_follow_attempts_and_equal_a_rebuild(ledger, store, run
         next_attempt_at=clock.now() + timedelta(seconds=5),
         actor="delivery:test",
     )
-    with pytest.raises(WrongAttempt):  # another sender recorded attempt 1 first
-        ledger.record_delivery_attempt(
-            first.id,
-            attempt=1,
-            succeeded=True,
-            receipt=receipt,
-            next_attempt_at=None,
-            actor="delivery:other",
-        )
-    with pytest.raises(WrongAttempt):  # ... also when it passes the delivery as it loaded it
-        ledger.record_delivery_attempt(
-            first.id,
-            attempt=1,
-            succeeded=True,
-            receipt=receipt,
-            next_attempt_at=None,
-            actor="delivery:other",
-            loaded=first,  # read before attempt 1 was recorded: the save is refused, re-read
-        )
+    # another sender recorded attempt 1 first; also when this one passes the delivery as it
+    # loaded it before attempt 1 was recorded (that save is refused, and it is read again)
+    for loaded in (None, first):
+        with pytest.raises(WrongAttempt):
+            ledger.record_delivery_attempt(
+                first.id,
+                attempt=1,
+                succeeded=True,
+                receipt=receipt,
+                next_attempt_at=None,
+                actor="delivery:other",
+                loaded=loaded,
+            )
     assert len(ledger.delivery_attempts(first.id)) == 1
     ledger.record_delivery_attempt(
         second.id,
