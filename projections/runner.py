@@ -110,10 +110,14 @@ class ProjectionRunner:
         with self.store.transaction() as tx:
             create_tracking_table(tx)
             self.projection.create_tables(tx)
+            # Read first: the insert would wait for a running owner's uncommitted batch.
+            name = self.projection.name
+            if tx.execute(f"SELECT 1 FROM {TRACKING_TABLE} WHERE name = ?", (name,)).fetchone():
+                return
             tx.execute(
                 f"INSERT INTO {TRACKING_TABLE} (name, position, updated_at) VALUES (?, 0, ?) "
                 "ON CONFLICT (name) DO NOTHING",
-                (self.projection.name, utc_text(datetime.now(UTC))),
+                (name, utc_text(datetime.now(UTC))),
             )
 
     # -- running --

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -41,6 +42,15 @@ def parse_utc_text(value: str | None) -> datetime | None:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+CREATE_IF_MISSING = re.compile(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)")
+
+
+def _created_relation(sql: str) -> str | None:
+    """The table or index a `CREATE TABLE|INDEX IF NOT EXISTS <name>` statement makes."""
+    match = CREATE_IF_MISSING.match(sql)
+    return match.group(1) if match else None
+
+
 class Tx:
     """One open transaction; `execute` takes `?` placeholders on both stores."""
 
@@ -50,8 +60,20 @@ class Tx:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         if self.is_postgres:
+            created = _created_relation(sql)
+            if created is not None:
+                # `CREATE ... IF NOT EXISTS` of something that exists, skipped after a catalog
+                # read that locks nothing: PostgreSQL takes the table's SHARE lock for
+                # `CREATE INDEX IF NOT EXISTS` before it sees the index is there, and held in
+                # a start-up transaction while the running processes write that table, that
+                # lock deadlocked with them (every restart of a role in the crash matrix).
+                cursor: Cursor = self.raw.execute(
+                    "SELECT 1 WHERE to_regclass(%s) IS NULL", (created,)
+                )
+                if cursor.fetchone() is None:
+                    return cursor
             sql = sql.replace("?", "%s")
-        cursor: Cursor = self.raw.execute(sql, tuple(params))
+        cursor = self.raw.execute(sql, tuple(params))
         return cursor
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
