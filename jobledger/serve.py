@@ -159,7 +159,7 @@ def start_serving_process(
                 ) from error
             wait = min(delay, left)
             log.warning(
-                "start-up try %d: the store cannot be reached (%s); trying again in %.1f s",
+                "start-up try %d: the store is unreachable or busy (%s); trying again in %.1f s",
                 attempt,
                 root_cause(error),
                 wait,

@@ -138,7 +138,7 @@ def test_serve_waits_for_an_unreachable_store_at_start_up(
     log = tmp_path / "serve.log"
     process = start_serve(env, tmp_path, "--role", "worker")
     try:
-        wait_for_log(process, log, "start-up try 2: the store cannot be reached")
+        wait_for_log(process, log, "start-up try 2: the store is unreachable or busy")
         proxy.restore()
         wait_for_log(process, log, "ledger worker on")
         process.send_signal(signal.SIGTERM)
@@ -164,6 +164,6 @@ def test_serve_gives_up_on_the_store_after_the_start_up_wait(tmp_path: Path) -> 
             process.kill()
     output = (tmp_path / "serve.log").read_text()
     assert code == 1, output
-    assert "start-up try 1: the store cannot be reached" in output
+    assert "start-up try 1: the store is unreachable or busy" in output
     assert "could not be reached within LEDGER_STARTUP_WAIT_SECONDS=1.5" in output
     assert "Traceback" not in output

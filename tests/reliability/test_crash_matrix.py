@@ -264,7 +264,7 @@ def test_crash_matrix(
         ("repeated requests (same webhook-id)", facts["repeats"], ""),
         ("lost attempts recovered", facts["worker_lost"], ""),
         ("client retries", client.retries, ""),
-        ("start-up retries while the store did not answer", cluster.startup_waits, ""),
+        ("start-up retries (store unreachable or busy)", cluster.startup_waits, ""),
         ("run time", round(running_seconds, 1), "s"),
         ("machine load average (1 min) at the end", round(os.getloadavg()[0], 1), ""),
     ):
