@@ -79,15 +79,19 @@ def artifact(module: str, mode: str) -> Iterator[dict[str, Any]]:
     doc = {"module": module, "mode": mode, "rows": [], "tests": {}, **doc}
     yield doc
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    written = path.with_name(f".{path.name}.{os.getpid()}")  # then renamed: never half-read
+    written.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    written.replace(path)
 
 
 OUTCOMES: dict[str, dict[str, Any]] = {}  # nodeid -> outcome and seconds so far
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Record each reliability test's outcome once it is known (after its teardown)."""
-    if not report.nodeid.startswith("tests/reliability/"):
+    """Record each reliability test's outcome once it is known (after its teardown), in the
+    process that ran it: under pytest-xdist the controller gets every worker's reports too
+    (with `node` set), and two processes writing one file lost or broke it."""
+    if not report.nodeid.startswith("tests/reliability/") or hasattr(report, "node"):
         return
     seen = OUTCOMES.setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0})
     seen["seconds"] += report.duration

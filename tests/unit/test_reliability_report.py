@@ -58,3 +58,30 @@ def test_figures_of_the_same_mode_are_merged_by_name(artifacts: Path) -> None:
         figures.write()
     with reliability.artifact("test_fuzz", "full") as doc:
         assert [row["value"] for row in doc["rows"]] == [2.0]
+
+
+def _report(when: str, *, from_worker: bool = False) -> pytest.TestReport:
+    report = pytest.TestReport(
+        "tests/reliability/test_load.py::test_x", ("", 0, ""), {}, "passed", None, when, [], 1.0
+    )
+    if from_worker:
+        report.node = object()  # what pytest-xdist's controller sets on a worker's report
+    return report
+
+
+def test_outcomes_are_written_only_where_the_test_ran(
+    artifacts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under pytest-xdist the controller receives every worker's reports as well: if both wrote
+    the file, one read it half-written (an INTERNALERROR that ended `make test`)."""
+    monkeypatch.setattr(reliability, "OUTCOMES", {})
+    for when in ("setup", "call", "teardown"):
+        reliability.pytest_runtest_logreport(_report(when, from_worker=True))
+    assert not (artifacts / "test_load.json").exists()
+
+    for when in ("setup", "call", "teardown"):
+        reliability.pytest_runtest_logreport(_report(when))
+    doc = orjson.loads((artifacts / "test_load.json").read_bytes())
+    assert doc["tests"]["test_x"]["outcome"] == "passed"
+    assert doc["tests"]["test_x"]["seconds"] == 3.0
+    assert [p.name for p in artifacts.iterdir()] == ["test_load.json"]  # no temporary left
