@@ -103,7 +103,6 @@ class RateLimit:
     ) -> None:
         self.app = app
         self.buckets = TokenBuckets(per_second, burst, max_callers=max_callers, clock=clock)
-        self.max_callers = max_callers
         self._proven: OrderedDict[str, None] = OrderedDict()  # callers a non-401 answer met
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -147,7 +146,7 @@ class RateLimit:
             return
         self._proven[who] = None
         self._proven.move_to_end(who)
-        while len(self._proven) > self.max_callers:
+        while len(self._proven) > self.buckets.max_callers:
             self._proven.popitem(last=False)
 
 

@@ -25,17 +25,9 @@ from eventsourcing.utils import resolve_topic
 from ledger.application import JobLedger
 
 
-def never_settled(aggregate: Any) -> bool:
-    return False
-
-
 class AggregateCache:
     def __init__(
-        self,
-        ledger: JobLedger,
-        *,
-        size: int = 10_000,
-        settled: Callable[[Any], bool] = never_settled,
+        self, ledger: JobLedger, *, settled: Callable[[Any], bool], size: int = 10_000
     ) -> None:
         self.ledger = ledger
         self.size = size

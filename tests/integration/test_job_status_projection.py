@@ -269,7 +269,6 @@ def test_position_waiter_gives_read_your_writes(ledger, store, runner) -> None:
 
 
 def test_every_registered_projection_rebuilds_to_its_live_rows(ledger, store, clock) -> None:
-    from ledger.endpoint import EndpointSettings
     from projections.delivery_fanout import DeliveryFanout
     from projections.registry import PROJECTIONS, live, shadow
 

@@ -39,6 +39,11 @@ class Mode:
         return full if self.full else quick
 
 
+def store_of(database_url: str) -> str:
+    """`postgres` or `sqlite`: the store a parametrized test runs on, for figure names."""
+    return "postgres" if database_url.startswith("postgresql") else "sqlite"
+
+
 def current_mode() -> Mode:
     return Mode(full=os.environ.get("LEDGER_RELIABILITY", "quick").lower() == "full")
 

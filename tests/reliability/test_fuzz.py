@@ -31,7 +31,7 @@ from storage.sql import SqlStore
 from tests.e2e import conftest as e2e
 from tests.e2e import test_api_fuzz as api_fuzz
 from tests.e2e.conftest import ADMIN_KEY, Server, Tenant, make_tenant
-from tests.reliability.conftest import Figures, Mode, current_mode
+from tests.reliability.conftest import Figures, Mode, current_mode, store_of
 from tests.unit import test_job_properties as job_props
 from tests.unit import test_signing as signing_props
 
@@ -145,7 +145,7 @@ def test_stateful_fuzz_along_links(
     else:
         assert answer.status_code == 200, answer.text
     assert fuzzed.ledger.verify().ok
-    store = "postgres" if "postgres" in database_url else "sqlite"
+    store = store_of(database_url)
     figures.record(f"fuzz: stateful requests ({store})", sent, "requests")
     figures.record(f"fuzz: stateful runs given up as inconsistent ({store})", abandoned, "")
 
@@ -168,7 +168,7 @@ def test_fuzz_every_operation(
     sent = api_fuzz._fuzz(fuzzed, fuzz_tenant, admin, generation)
     assert sent >= mode.pick(60, 2000)
     assert fuzzed.ledger.verify().ok
-    store = "postgres" if "postgres" in database_url else "sqlite"
+    store = store_of(database_url)
     figures.record(f"fuzz: {generation.value} requests ({store})", sent, "requests")
 
 

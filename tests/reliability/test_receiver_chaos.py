@@ -40,7 +40,7 @@ from projections.delivery_queue import list_deliveries
 from storage.sql import SqlStore
 from tests.conftest import TEST_SECRET_KEY, make_new_job
 from tests.fakes.receiver import Receiver, Reply, redirect, running_receiver, slow
-from tests.reliability.conftest import Figures, Mode
+from tests.reliability.conftest import Figures, Mode, store_of
 
 HUGE_BYTES = 50 * 1024 * 1024
 RSS_GROWTH_LIMIT = 40 * 1024 * 1024
@@ -320,7 +320,7 @@ def test_receiver_chaos(
     growth = peak - warm
     assert growth < RSS_GROWTH_LIMIT, f"RSS grew {growth / 2**20:.1f} MiB (peak {peak / 2**20:.1f})"
 
-    store_name = "postgres" if "postgres" in database_url else "sqlite"
+    store_name = store_of(database_url)
     figures.record(f"chaos: jobs ({store_name})", jobs, "jobs")
     figures.record(f"chaos: time to settle ({store_name})", round(took, 1), "s")
     figures.record(f"chaos: deliveries ({store_name})", jobs * len(endpoints), "deliveries")

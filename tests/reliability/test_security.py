@@ -55,7 +55,7 @@ from tests.e2e.conftest import ADMIN_KEY, Server, Tenant, job_body, log_end, mak
 from tests.fakes.receiver import Reply, running_receiver
 from tests.integration.delivery_harness import wait_until
 from tests.integration.test_audit import RawLog, run_cli
-from tests.reliability.conftest import Figures
+from tests.reliability.conftest import Figures, store_of
 from tests.serving import serving
 
 # the e2e fixtures: a real uvicorn server over the `service` fixture's store
@@ -231,10 +231,6 @@ def written_since(world: World, end: int) -> list[str]:
         end, limit=1000, inclusive_of_start=False
     )
     return [n.topic for n in found if "Delivery" not in n.topic]
-
-
-def store_of(database_url: str) -> str:
-    return "postgres" if database_url.startswith("postgresql") else "sqlite"
 
 
 def role_of(who: str) -> str:
