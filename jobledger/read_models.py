@@ -60,9 +60,9 @@ class ReadModels:
             thread.start()
             self._threads.append(thread)
 
-    def _wake_all(self) -> None:
+    def _wake_all(self, topics: frozenset[str] | None) -> None:
         for runner in self.runners.values():
-            runner.notify()
+            runner.notify(0, topics)
 
     def catch_up(self) -> None:
         for runner in self.runners.values():

@@ -99,8 +99,9 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
     ) -> None:
         self.clock = clock or SystemClock()
         self.endpoint_secrets = endpoint_secrets
-        # Called with the last log position after every save in this process (wakes followers).
-        self.saved_listeners: list[Callable[[int], None]] = []
+        # Called after every save in this process with the last log position and the topics
+        # written (wakes the followers that care).
+        self.saved_listeners: list[Callable[[int, frozenset[str]], None]] = []
         self.retry_policy = retry_policy or RetryPolicy()
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         with store_errors():
@@ -370,8 +371,9 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
     def _notify(self, recordings: list[Any]) -> None:
         if recordings:
             position = max(r.notification.id for r in recordings)
+            topics = frozenset(r.notification.topic for r in recordings)
             for listener in self.saved_listeners:
-                listener(position)
+                listener(position, topics)
 
     def _read_log(self, *, after: int) -> Iterator[tuple[int, str, Any]]:
         start = after

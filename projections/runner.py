@@ -17,8 +17,11 @@ ids in order (PostgreSQL inserts take an EXCLUSIVE table lock; SQLite has one wr
 or below the head can still appear.
 
 Wake-ups: the ledger calls `notify()` after every save in this process; on PostgreSQL a
-LISTEN connection on the ledger's NOTIFY channel wakes runners in other processes. A slow
-fallback poll (`poll_seconds`) covers anything missed.
+LISTEN connection on the ledger's NOTIFY channel wakes runners in other processes. Both say
+which topics were written (`storage.recorder`): a runner wakes at once only for its own, and
+moves its position over the rest at most every `pass_over_seconds` (one read for a burst of
+them, so its lag behind the head stays small). A slow fallback poll (`poll_seconds`) covers
+anything missed.
 
 This module must never import the web layer or the delivery package.
 """
@@ -38,6 +41,7 @@ from typing import Any, Protocol
 
 from ledger.application import JobLedger
 from ledger.errors import StoreUnavailable
+from storage.recorder import written_topics
 from storage.sql import SqlStore, Tx, utc_text
 
 log = logging.getLogger("jobledger.projections")
@@ -89,15 +93,19 @@ class ProjectionRunner:
         *,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
+        pass_over_seconds: float = 0.1,
     ) -> None:
         self.ledger = ledger
         self.store = store
         self.projection = projection
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
+        self.pass_over_seconds = pass_over_seconds
         self._wake = threading.Event()
+        self._passed_over = False  # others' topics were written since the last read
         self._position: int | None = None
         self._topics = sorted(projection.topics)
+        self._topic_set = frozenset(projection.topics)
         self.position_changed: list[Callable[[int], None]] = []
 
     @property
@@ -122,8 +130,13 @@ class ProjectionRunner:
 
     # -- running --
 
-    def notify(self, position: int = 0) -> None:
-        self._wake.set()
+    def notify(self, position: int = 0, topics: frozenset[str] | None = None) -> None:
+        """Something was written (`topics`; None: unknown): wake now if it concerns this
+        projection, else within `pass_over_seconds`."""
+        if topics is None or not topics.isdisjoint(self._topic_set):
+            self._wake.set()
+        else:
+            self._passed_over = True
 
     def position(self) -> int:
         return tracked_position(self.store, self.projection.name)[0]
@@ -205,7 +218,7 @@ class ProjectionRunner:
 
         `listen=False` when the caller runs one `LogListener` for all its runners instead."""
         listener = (
-            LogListener(self.store, self._wake.set, stop)
+            LogListener(self.store, lambda topics: self.notify(0, topics), stop)
             if listen and self.store.is_postgres
             else None
         )
@@ -226,6 +239,7 @@ class ProjectionRunner:
         """Apply batches until `stop`, or until the advisory lock is gone with its connection
         (a store restart or pg_terminate_backend releases it; another runner may hold it now)."""
         while not stop.is_set():
+            self._passed_over = False  # this read covers them
             try:
                 if self.run_once() >= self.batch_size:
                     continue
@@ -242,8 +256,16 @@ class ProjectionRunner:
                 self._position = None
                 self.projection.forget()
                 return
-            self._wake.wait(self.poll_seconds)
+            self._idle()
             self._wake.clear()
+
+    def _idle(self) -> None:
+        """Wait for a wake-up, for others' writes to pass over (looked at every
+        `pass_over_seconds`: a burst of them costs one read), or for the fallback poll."""
+        deadline = time.monotonic() + self.poll_seconds
+        while not self._wake.wait(min(self.pass_over_seconds, self.poll_seconds)):
+            if self._passed_over or time.monotonic() >= deadline:
+                return
 
 
 @dataclass(frozen=True)
@@ -350,12 +372,18 @@ class _Ownership:
 
 class LogListener(threading.Thread):
     """LISTEN on the ledger's NOTIFY channel so saves in other processes wake runners (one
-    connection per process is enough: `wake` may wake them all)."""
+    connection per process is enough: `wake` is called with the topics each write names, or
+    None when its NOTIFY does not say)."""
 
     CHANNEL = "ledger_events"
     STOP_CHECK_SECONDS = 0.1  # how soon a stop is noticed (psycopg cannot interrupt notifies)
 
-    def __init__(self, store: SqlStore, wake: Callable[[], None], stop: threading.Event) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        wake: Callable[[frozenset[str] | None], None],
+        stop: threading.Event,
+    ) -> None:
         super().__init__(name="projection-listen", daemon=True)
         self.store = store
         self.wake = wake
@@ -368,8 +396,8 @@ class LogListener(threading.Thread):
                 with conn:
                     conn.execute(f"LISTEN {self.CHANNEL}")
                     while not self.stop.is_set():
-                        for _ in conn.notifies(timeout=self.STOP_CHECK_SECONDS):
-                            self.wake()
+                        for notify in conn.notifies(timeout=self.STOP_CHECK_SECONDS):
+                            self.wake(written_topics(notify.payload))
             except Exception:
                 log.warning("projection listener lost its connection; reconnecting")
                 self.stop.wait(1.0)

@@ -75,6 +75,8 @@ class Database:
                 POSTGRES_LOCK_TIMEOUT="10",
                 POSTGRES_PRE_PING="y",
                 POSTGRES_ENABLE_DB_FUNCTIONS="n",  # see shared EVENTSOURCING.md: it loses events
+                # NOTIFY names the topics written, so runners wake only for their own
+                APPLICATION_RECORDER_TOPIC="storage.recorder:TopicNotifyingRecorder",
             )
         else:
             env.update(

@@ -1,0 +1,159 @@
+"""Projection runners wake for their own topics only, in this process and (PostgreSQL) in
+others, and still move over everyone else's writes soon after."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+from ledger.application import JobLedger
+from ledger.job import Job
+from ledger.tenancy import ApiKey, Tenant
+from projections.job_status import JobStatusProjection, get_doc
+from projections.runner import LogListener, ProjectionRunner
+from storage.recorder import MAX_PAYLOAD, topics_payload, written_topics
+from storage.sql import SqlStore
+from tests.conftest import make_new_job
+
+SLOW = 60.0  # a wait no test here may rely on
+
+
+@pytest.fixture
+def store(service) -> Iterator[SqlStore]:
+    s = SqlStore(service.database)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def runner(ledger, store) -> ProjectionRunner:
+    r = ProjectionRunner(ledger, store, JobStatusProjection(ledger), poll_seconds=SLOW)
+    r.setup()
+    return r
+
+
+@pytest.fixture
+def running(runner) -> Iterator[Callable[[], None]]:
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run_forever, args=(stop,), kwargs={"listen": False})
+
+    def start() -> None:
+        runner.catch_up()
+        thread.start()
+
+    yield start
+    stop.set()
+    runner.notify()
+    if thread.is_alive():
+        thread.join(timeout=10)
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_payload_round_trip() -> None:
+    topics = {"job-ledger:JobCreated:v1", "job-ledger:DeliveryCreated:v1"}
+    assert written_topics(topics_payload(topics)) == frozenset(topics)
+    assert topics_payload(["a", "b", "a"]) == "a b"
+    # an empty or oversized payload says nothing: wake for anything
+    assert written_topics("") is None
+    assert topics_payload(f"topic-{i:05d}" for i in range(MAX_PAYLOAD // 8)) == ""
+
+
+def test_own_topics_wake_at_once(ledger: JobLedger, store, runner, running) -> None:
+    runner.pass_over_seconds = SLOW  # only the wake-up can make this pass in time
+    ledger.saved_listeners.append(runner.notify)
+    running()
+    job_id = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="k", actor="a").job.id
+
+    def projected() -> bool:
+        with store.transaction() as tx:
+            return get_doc(tx, "t", job_id) is not None
+
+    wait_for(projected, "the job view did not wake for a job's event")
+
+
+def test_notify_wakes_only_for_its_topics(runner) -> None:
+    wake = runner._wake
+    runner.notify(0, frozenset({"job-ledger:EndpointRegistered:v1"}))
+    assert not wake.is_set(), "woken at once for a topic it does not follow"
+    runner.notify(0, frozenset({Job.JobCreated.TOPIC, "job-ledger:EndpointRegistered:v1"}))
+    assert wake.is_set()
+    wake.clear()
+    runner.notify(0, None)  # a write that does not say what it wrote
+    assert wake.is_set()
+
+
+def test_others_topics_are_passed_over_soon(ledger: JobLedger, runner, running) -> None:
+    runner.pass_over_seconds = 0.05
+    ledger.saved_listeners.append(runner.notify)
+    running()
+    # A new tenant is nothing to the job view, but its position still moves over it (its lag
+    # behind the head stays small) though none of its own topics were written and its fallback
+    # poll is a minute away.
+    head = ledger.create_tenant("acme", actor="admin:test").position
+    wait_for(lambda: runner.position() >= head, "the job view did not move over the write")
+
+
+@pytest.mark.postgres
+def test_notify_names_the_topics_written(postgres_url: str) -> None:
+    from jobledger.bootstrap import build
+    from jobledger.settings import Settings
+
+    service = build(Settings(database_url=postgres_url))
+    try:
+        recorder = service.ledger.recorder
+        base = postgres_url.partition("?schema=")[0]
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"LISTEN {recorder.channel_name}")
+            service.ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="k", actor="a")
+            heard = []
+            for notify in conn.notifies(timeout=5):
+                heard.append(written_topics(notify.payload))
+                if heard[-1] == {Job.JobCreated.TOPIC}:
+                    break  # (the channel is the database's: other schemas' writes come too)
+        assert heard[-1] == frozenset({Job.JobCreated.TOPIC}), heard
+    finally:
+        service.close()
+
+
+@pytest.mark.postgres
+def test_the_listener_hears_the_topics_another_connection_wrote(postgres_url: str) -> None:
+    from jobledger.bootstrap import build
+    from jobledger.settings import Settings
+
+    service = build(Settings(database_url=postgres_url))
+    store = SqlStore(service.database)
+    expected = {Tenant.TenantCreated.TOPIC, Tenant.KeyIssued.TOPIC, ApiKey.KeyCreated.TOPIC}
+    heard: list[frozenset[str] | None] = []
+    got = threading.Event()
+    stop = threading.Event()
+
+    def wake(topics: frozenset[str] | None) -> None:
+        heard.append(topics)  # (the channel is the database's: other schemas' writes come too)
+        if topics == expected:
+            got.set()
+
+    listener = LogListener(store, wake, stop)
+    listener.start()
+    try:
+        time.sleep(0.5)  # LISTEN is issued
+        writer = build(Settings(database_url=postgres_url), run_migrations=False)
+        try:
+            writer.ledger.create_tenant("acme", actor="admin:test")
+        finally:
+            writer.close()
+        assert got.wait(10), f"the write's NOTIFY was not heard with its topics: {heard}"
+    finally:
+        stop.set()
+        listener.join(timeout=5)
+        store.close()
+        service.close()
