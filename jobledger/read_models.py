@@ -11,7 +11,7 @@ import threading
 from jobledger.bootstrap import Service
 from projections.delivery_fanout import DeliveryFanout
 from projections.registry import PROJECTIONS, live
-from projections.runner import LogListener, PositionWaiter, ProjectionRunner
+from projections.runner import PositionWaiter, ProjectionRunner, RunnerGroup
 from storage.config import migration_lock
 from storage.sql import SqlStore
 
@@ -38,31 +38,27 @@ class ReadModels:
                 runner.setup()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._group: RunnerGroup | None = None
 
     @property
     def job_status(self) -> ProjectionRunner:
         return self.runners["job_status"]
 
     def start(self) -> None:
-        if self.store.is_postgres:  # one LISTEN connection wakes every runner of this process
-            listener = LogListener(self.store, self._wake_all, self._stop)
-            listener.start()
-            self._threads.append(listener)
-        for name, runner in self.runners.items():
-            self.ledger.saved_listeners.append(runner.notify)
-            thread = threading.Thread(
-                target=runner.run_forever,
-                args=(self._stop,),
-                kwargs={"listen": False},
-                name=f"projection-{name}",
-                daemon=True,
-            )
-            thread.start()
-            self._threads.append(thread)
-
-    def _wake_all(self, topics: frozenset[str] | None) -> None:
-        for runner in self.runners.values():
-            runner.notify(0, topics)
+        """Follow the log in one thread for all the projections (`RunnerGroup`): the fan-out
+        first, then the delivery queue (the path to a webhook), then the views."""
+        order = ["delivery_fanout", "delivery_queue"]
+        runners = [self.runners[n] for n in order] + [
+            r for n, r in self.runners.items() if n not in order
+        ]
+        group = RunnerGroup(runners)
+        self.ledger.saved_listeners.append(group.notify)
+        self._group = group
+        thread = threading.Thread(
+            target=group.run, args=(self._stop,), name="projections", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
 
     def catch_up(self) -> None:
         for runner in self.runners.values():
@@ -70,10 +66,11 @@ class ReadModels:
 
     def close(self) -> None:
         self._stop.set()
-        for runner in self.runners.values():
-            runner.notify()
-            if runner.notify in self.ledger.saved_listeners:
-                self.ledger.saved_listeners.remove(runner.notify)
+        group = self._group
+        if group is not None:
+            group.notify()
+            if group.notify in self.ledger.saved_listeners:
+                self.ledger.saved_listeners.remove(group.notify)
         for thread in self._threads:
             thread.join(timeout=10)
         self.store.close()

@@ -47,6 +47,7 @@ from storage.sql import SqlStore, Tx, utc_text
 log = logging.getLogger("jobledger.projections")
 
 TRACKING_TABLE = "projection_tracking"
+MAX_WAIT_SECONDS = 60.0  # a group with nothing to run still looks at its stop flag
 
 
 class LostOwnership(RuntimeError):
@@ -103,6 +104,8 @@ class ProjectionRunner:
         self.pass_over_seconds = pass_over_seconds
         self._wake = threading.Event()
         self._passed_over = False  # others' topics were written since the last read
+        self._signal: threading.Event | None = None  # its group's, set with `_wake`
+        self._next_poll = 0.0
         self._position: int | None = None
         self._topics = sorted(projection.topics)
         self._topic_set = frozenset(projection.topics)
@@ -137,6 +140,8 @@ class ProjectionRunner:
             self._wake.set()
         else:
             self._passed_over = True
+        if self._signal is not None:
+            self._signal.set()
 
     def position(self) -> int:
         return tracked_position(self.store, self.projection.name)[0]
@@ -216,56 +221,124 @@ class ProjectionRunner:
     def run_forever(self, stop: threading.Event, *, listen: bool = True) -> None:
         """Follow the log until `stop` is set; on PostgreSQL only while owning the projection.
 
-        `listen=False` when the caller runs one `LogListener` for all its runners instead."""
+        `listen=False` when the caller wakes it itself (`notify`). Several runners of one
+        process share one thread with `RunnerGroup`."""
+        RunnerGroup([self]).run(stop, listen=listen)
+
+    def _due(self) -> bool:
+        """Woken for its topics (or asked to look since another's were written); clears it."""
+        due = self._wake.is_set() or self._passed_over
+        self._wake.clear()
+        self._passed_over = False  # this read covers them
+        return due
+
+
+class RunnerGroup:
+    """Follows the log for several projections in ONE thread: each wake-up runs the runners it
+    concerns, one batch each per round, so a long catch-up of one delays the others by one
+    batch at most. One thread instead of one per projection: with six projections each in its
+    own thread, a delivery process at 100 jobs/s spent half its CPU in the kernel handing the
+    GIL between them (context switches, futex waits); one thread cut its CPU per job by a fifth
+    and halved the commit-to-webhook p99 (docs/performance.md).
+
+    On PostgreSQL each runner still owns its projection through its own advisory lock: the
+    group takes the locks it can and stands by for the others (looked at every
+    `OWNERSHIP_CHECK_SECONDS`), and drops a runner whose lock went with its connection.
+    `runners` are run in the order given (a follower that makes events first)."""
+
+    OWNERSHIP_CHECK_SECONDS = 2.0
+
+    def __init__(self, runners: Sequence[ProjectionRunner]) -> None:
+        self.runners = list(runners)
+        self._signal = threading.Event()
+        for runner in self.runners:
+            runner._signal = self._signal
+
+    def notify(self, position: int = 0, topics: frozenset[str] | None = None) -> None:
+        """Something was written (`topics`; None: unknown): wake the runners it concerns."""
+        for runner in self.runners:
+            runner.notify(position, topics)
+
+    def run(self, stop: threading.Event, *, listen: bool = True) -> None:
+        """Follow until `stop` is set (`listen`: on PostgreSQL, with a LISTEN connection of
+        its own)."""
+        store = self.runners[0].store if self.runners else None
         listener = (
-            LogListener(self.store, lambda topics: self.notify(0, topics), stop)
-            if listen and self.store.is_postgres
+            LogListener(store, lambda topics: self.notify(0, topics), stop)
+            if listen and store is not None and store.is_postgres
             else None
         )
         if listener is not None:
             listener.start()
+        owners = {id(r): _Ownership(r.store, r.projection.name, stop) for r in self.runners}
+        owned: list[ProjectionRunner] = []
+        checked = float("-inf")
+        retry_at: dict[int, float] = {}
+        more: set[int] = set()
         try:
             while not stop.is_set():
-                ownership = _Ownership(self.store, self.projection.name, stop)
-                with ownership as owned:
-                    if not owned:
-                        return
-                    self._follow(stop, ownership)
+                if time.monotonic() - checked >= self.OWNERSHIP_CHECK_SECONDS:
+                    checked = time.monotonic()
+                    owned = self._owned(owners, owned)
+                self._signal.clear()  # a notify from here on makes the next wait return
+                polled = time.monotonic()
+                for runner in owned:
+                    if retry_at.get(id(runner), 0.0) > polled:
+                        continue
+                    woken = runner._due()
+                    if not (woken or id(runner) in more or polled >= runner._next_poll):
+                        continue
+                    runner._next_poll = polled + runner.poll_seconds
+                    more.discard(id(runner))
+                    try:
+                        if runner.run_once() >= runner.batch_size:
+                            more.add(id(runner))
+                    except LostOwnership:
+                        log.warning("projection %s: another runner moved first", runner.name)
+                        more.add(id(runner))
+                    except StoreUnavailable:
+                        log.warning("projection %s: store unavailable; retrying", runner.name)
+                        retry_at[id(runner)] = time.monotonic() + runner.poll_seconds
+                    except Exception:
+                        log.exception("projection %s: batch failed; retrying", runner.name)
+                        retry_at[id(runner)] = time.monotonic() + runner.poll_seconds
+                if more and not stop.is_set():
+                    continue
+                self._signal.wait(self._wait_seconds(owned, retry_at))
         finally:
+            for ownership in owners.values():
+                ownership.release()
             if listener is not None:
                 listener.join(timeout=5)
 
-    def _follow(self, stop: threading.Event, ownership: _Ownership) -> None:
-        """Apply batches until `stop`, or until the advisory lock is gone with its connection
-        (a store restart or pg_terminate_backend releases it; another runner may hold it now)."""
-        while not stop.is_set():
-            self._passed_over = False  # this read covers them
-            try:
-                if self.run_once() >= self.batch_size:
-                    continue
-            except LostOwnership:
-                log.warning("projection %s: another runner moved first", self.name)
-            except StoreUnavailable:
-                log.warning("projection %s: store unavailable; retrying", self.name)
-                stop.wait(self.poll_seconds)
-            except Exception:
-                log.exception("projection %s: batch failed; retrying", self.name)
-                stop.wait(self.poll_seconds)
-            if ownership.lost():
-                log.warning("projection %s: lost its advisory lock; standing by", self.name)
-                self._position = None
-                self.projection.forget()
-                return
-            self._idle()
-            self._wake.clear()
+    def _owned(
+        self, owners: dict[int, _Ownership], owned: list[ProjectionRunner]
+    ) -> list[ProjectionRunner]:
+        """The runners whose projections this group owns now, in order: locks taken where
+        free, runners whose lock is gone dropped (another process may run them now)."""
+        now_owned = []
+        for runner in self.runners:
+            ownership = owners[id(runner)]
+            if runner in owned and ownership.lost():
+                log.warning("projection %s: lost its advisory lock; standing by", runner.name)
+                ownership.release()
+                runner._position = None
+                runner.projection.forget()
+            elif runner in owned or ownership.try_acquire():
+                now_owned.append(runner)
+        return now_owned
 
-    def _idle(self) -> None:
-        """Wait for a wake-up, for others' writes to pass over (looked at every
-        `pass_over_seconds`: a burst of them costs one read), or for the fallback poll."""
-        deadline = time.monotonic() + self.poll_seconds
-        while not self._wake.wait(min(self.pass_over_seconds, self.poll_seconds)):
-            if self._passed_over or time.monotonic() >= deadline:
-                return
+    def _wait_seconds(self, owned: list[ProjectionRunner], retry_at: dict[int, float]) -> float:
+        """Until the next wake-up at the latest: a pass over others' writes, a retry, the
+        fallback poll, or the next look at the ownership of projections run elsewhere."""
+        now = time.monotonic()
+        wait = self.OWNERSHIP_CHECK_SECONDS if len(owned) < len(self.runners) else float("inf")
+        for runner in owned:
+            wait = min(wait, runner._next_poll - now)
+            if runner._passed_over:
+                wait = min(wait, runner.pass_over_seconds)
+        wait = min([wait, MAX_WAIT_SECONDS, *(at - now for at in retry_at.values() if at > now)])
+        return max(wait, 0.0)
 
 
 @dataclass(frozen=True)
@@ -326,48 +399,56 @@ class _ReadAhead:
 
 
 class _Ownership:
-    """PostgreSQL: hold an advisory lock for this projection while running (waits as standby)."""
+    """PostgreSQL: an advisory lock for one projection, held on a connection of its own while
+    this process runs it (SQLite: one machine, always owned)."""
 
     def __init__(self, store: SqlStore, name: str, stop: threading.Event) -> None:
         self.store = store
+        self.name = name
         self.key = advisory_key(store.database.schema, name)
         self.stop = stop
         self.conn: Any = None
-        self.checked = time.monotonic()
 
-    CHECK_SECONDS = 2.0
-
-    def __enter__(self) -> bool:
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free (False: another process runs the projection, or the
+        store did not answer)."""
         if not self.store.is_postgres:
             return True
-        while not self.stop.is_set():
-            try:
-                self.conn = self.store.database.connect()
-                got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
-                if got and got[0]:
-                    return True
-                self.conn.close()
-                self.conn = None
-            except Exception:
-                log.exception("projection ownership: cannot reach PostgreSQL")
-            self.stop.wait(2.0)
+        if self.conn is not None:
+            return True
+        try:
+            conn = self.store.database.connect()
+        except Exception as error:
+            log.warning("projection %s: cannot reach PostgreSQL: %s", self.name, error)
+            return False
+        try:
+            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+        except Exception as error:
+            log.warning("projection %s: cannot take its lock: %s", self.name, error)
+            got = None
+        if got and got[0]:
+            self.conn = conn
+            return True
+        with contextlib.suppress(Exception):
+            conn.close()
         return False
 
     def lost(self) -> bool:
-        """Whether the lock's connection is gone (checked at most every CHECK_SECONDS)."""
-        if self.conn is None or time.monotonic() - self.checked < self.CHECK_SECONDS:
-            return False
-        self.checked = time.monotonic()
+        """Whether the lock's connection is gone (a store restart or pg_terminate_backend
+        released the lock; another process may hold it now)."""
+        if self.conn is None:
+            return self.store.is_postgres
         try:
             self.conn.execute("SELECT 1")
         except Exception:
             return True
         return False
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         if self.conn is not None:
             with contextlib.suppress(Exception):  # already gone is fine too
                 self.conn.close()  # releases the advisory lock
+            self.conn = None
 
 
 class LogListener(threading.Thread):

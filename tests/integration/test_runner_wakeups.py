@@ -1,5 +1,6 @@
 """Projection runners wake for their own topics only, in this process and (PostgreSQL) in
-others, and still move over everyone else's writes soon after."""
+others, and still move over everyone else's writes soon after; one thread runs a process's
+runners (`RunnerGroup`), each still owning its projection alone."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from ledger.application import JobLedger
 from ledger.job import Job
 from ledger.tenancy import ApiKey, Tenant
 from projections.job_status import JobStatusProjection, get_doc
-from projections.runner import LogListener, ProjectionRunner
+from projections.runner import LogListener, ProjectionRunner, RunnerGroup
+from projections.state_history import JobStateHistoryProjection
 from storage.recorder import MAX_PAYLOAD, topics_payload, written_topics
 from storage.sql import SqlStore
 from tests.conftest import make_new_job
@@ -156,4 +158,114 @@ def test_the_listener_hears_the_topics_another_connection_wrote(postgres_url: st
         stop.set()
         listener.join(timeout=5)
         store.close()
+        service.close()
+
+
+class Exploding:
+    """A projection of job events whose every batch fails."""
+
+    name = "exploding"
+    topics = frozenset({Job.JobCreated.TOPIC})
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    def create_tables(self, tx) -> None:
+        pass
+
+    def drop_tables(self, tx) -> None:
+        pass
+
+    def apply(self, tx, events) -> None:
+        self.tries += 1
+        raise RuntimeError("this projection always fails")
+
+    def forget(self) -> None:
+        pass
+
+
+def test_one_thread_follows_every_runner_of_its_group_and_one_failing_stops_none(
+    ledger: JobLedger, store
+) -> None:
+    status = ProjectionRunner(ledger, store, JobStatusProjection(ledger), poll_seconds=SLOW)
+    history = ProjectionRunner(ledger, store, JobStateHistoryProjection(), poll_seconds=SLOW)
+    exploding = Exploding()
+    broken = ProjectionRunner(ledger, store, exploding, poll_seconds=0.05)
+    for runner in (broken, status, history):
+        runner.setup()
+    group = RunnerGroup([broken, status, history])
+    ledger.saved_listeners.append(group.notify)
+    threads_used = set()
+    for runner in (status, history):
+        runner.position_changed.append(lambda _: threads_used.add(threading.current_thread()))
+    stop = threading.Event()
+    thread = threading.Thread(target=group.run, args=(stop,), kwargs={"listen": False})
+    thread.start()
+    try:
+        head = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="k", actor="a")
+        wait_for(
+            lambda: status.position() >= head.position and history.position() >= head.position,
+            "the group did not run both views",
+        )
+        wait_for(lambda: exploding.tries >= 2, "the failing projection was not retried")
+        assert broken.position() == 0  # nothing it failed to apply is counted as applied
+        assert threads_used == {thread}  # no thread per view
+    finally:
+        stop.set()
+        group.notify()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+@pytest.mark.postgres
+def test_a_second_group_stands_by_and_takes_over_when_the_owner_stops(postgres_url: str) -> None:
+    from jobledger.bootstrap import build
+    from jobledger.settings import Settings
+
+    service = build(Settings(database_url=postgres_url))
+    stores = [SqlStore(service.database), SqlStore(service.database)]
+    ledger = service.ledger
+    runners = [
+        ProjectionRunner(ledger, s, JobStatusProjection(ledger), poll_seconds=0.05) for s in stores
+    ]
+    runners[0].setup()
+    groups = [RunnerGroup([r]) for r in runners]
+    stops = [threading.Event(), threading.Event()]
+    threads = [
+        threading.Thread(target=g.run, args=(s,), kwargs={"listen": False})
+        for g, s in zip(groups, stops, strict=True)
+    ]
+    applied: list[list[int]] = [[], []]
+    for runner, seen in zip(runners, applied, strict=True):
+        runner.position_changed.append(seen.append)
+    try:
+        threads[0].start()
+        first = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="1", actor="a")
+        wait_for(lambda: runners[0].position() >= first.position, "the owner did not follow")
+        threads[1].start()
+        time.sleep(RunnerGroup.OWNERSHIP_CHECK_SECONDS + 0.5)  # it tried to take the lock
+        for i in range(10):  # both poll every 50 ms: a second owner would win some of these
+            last = ledger.create_job(
+                make_new_job(), tenant_id="t", idempotency_key=f"more-{i}", actor="a"
+            )
+            time.sleep(0.1)
+        wait_for(lambda: runners[0].position() >= last.position, "the owner did not follow")
+        assert applied[1] == [], "the standby applied batches while the owner ran"
+        stops[0].set()
+        groups[0].notify()
+        threads[0].join(timeout=10)
+        second = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="2", actor="a")
+        wait_for(
+            lambda: bool(applied[1]) and applied[1][-1] >= second.position,
+            "the standby did not take over",
+        )
+    finally:
+        for stop, group in zip(stops, groups, strict=True):
+            stop.set()
+            group.notify()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(timeout=10)
+        for s in stores:
+            s.close()
         service.close()
