@@ -59,6 +59,8 @@ FANOUT_ACTOR = "system:delivery-projector"
 
 
 class DeliveryFanout:
+    makes_events = True  # its runner reads alone, before the views (`RunnerGroup`)
+
     def __init__(self, ledger: JobLedger, *, name: str = "delivery_fanout") -> None:
         self.ledger = ledger
         self.name = name

@@ -159,16 +159,7 @@ class ProjectionRunner:
     def _read(self, start: int) -> _Batch | None:
         """The next `batch_size` events of interest after `start`, decoded; the batch ends at
         the last of them, or at the head when fewer were left (None: nothing new at all)."""
-        recorder = self.ledger.recorder
-        head = recorder.max_notification_id() or 0
-        if head <= start:
-            return None
-        notes = recorder.select_notifications(
-            start, self.batch_size, stop=head, topics=self._topics, inclusive_of_start=False
-        )
-        end = notes[-1].id if len(notes) >= self.batch_size else head
-        decode = self.ledger.mapper.to_domain_event
-        return _Batch(end, end - start, [(n.id, decode(n)) for n in notes])
+        return _read_log(self.ledger, start, [self]).get(id(self))
 
     def _apply(self, start: int, batch: _Batch) -> None:
         """Apply `batch` (read after `start`) and move the position to its end, in one
@@ -282,16 +273,33 @@ class RunnerGroup:
                     owned = self._owned(owners, owned)
                 self._signal.clear()  # a notify from here on makes the next wait return
                 polled = time.monotonic()
+                due = []
                 for runner in owned:
                     if retry_at.get(id(runner), 0.0) > polled:
                         continue
                     woken = runner._due()
-                    if not (woken or id(runner) in more or polled >= runner._next_poll):
-                        continue
-                    runner._next_poll = polled + runner.poll_seconds
-                    more.discard(id(runner))
+                    if woken or id(runner) in more or polled >= runner._next_poll:
+                        runner._next_poll = polled + runner.poll_seconds
+                        more.discard(id(runner))
+                        due.append(runner)
+                read: dict[int, _Batch | None] = {}
+                for index, runner in enumerate(due):
+                    if id(runner) not in read and not _makes_events(runner):
+                        # read now, after the runners before it wrote (the fan-out's
+                        # deliveries reach the delivery queue in the same round)
+                        read.update(self._read_together(due[index:], retry_at))
+                    if retry_at.get(id(runner), 0.0) > polled:
+                        continue  # the read for it failed
                     try:
-                        if runner.run_once() >= runner.batch_size:
+                        if id(runner) in read:
+                            batch = read[id(runner)]
+                            if batch is None:
+                                continue
+                            runner._apply(batch.start, batch)
+                            applied = batch.entries
+                        else:
+                            applied = runner.run_once()
+                        if applied >= runner.batch_size:
                             more.add(id(runner))
                     except LostOwnership:
                         log.warning("projection %s: another runner moved first", runner.name)
@@ -310,6 +318,31 @@ class RunnerGroup:
                 ownership.release()
             if listener is not None:
                 listener.join(timeout=5)
+
+    def _read_together(
+        self, due: list[ProjectionRunner], retry_at: dict[int, float]
+    ) -> dict[int, _Batch | None]:
+        """One read of the log for the due runners that stand at the same position (the usual
+        case: they follow the same head), each given the events of its own topics (None:
+        nothing new). Runners elsewhere, and followers that make events, read alone."""
+        at: dict[int, list[ProjectionRunner]] = {}
+        for runner in due:
+            if runner._position is not None and not _makes_events(runner):
+                at.setdefault(runner._position, []).append(runner)
+        batches: dict[int, _Batch | None] = {}
+        for start, runners in at.items():
+            if len(runners) < 2:
+                continue
+            try:
+                read = _read_log(runners[0].ledger, start, runners)
+            except Exception as error:  # each is retried after its poll period
+                log.warning("projections: the log could not be read: %s; retrying", error)
+                for runner in runners:
+                    retry_at[id(runner)] = time.monotonic() + runner.poll_seconds
+                continue
+            for runner in runners:
+                batches[id(runner)] = read.get(id(runner))
+        return batches
 
     def _owned(
         self, owners: dict[int, _Ownership], owned: list[ProjectionRunner]
@@ -341,11 +374,45 @@ class RunnerGroup:
         return max(wait, 0.0)
 
 
+def _makes_events(runner: ProjectionRunner) -> bool:
+    """A follower that writes to the ledger (the webhook fan-out) reads alone and first."""
+    return bool(getattr(runner.projection, "makes_events", False))
+
+
 @dataclass(frozen=True)
 class _Batch:
+    start: int  # the position it was read after
     end: int  # the position of its last log entry
     entries: int  # log positions covered, of any topic (read or filtered out)
     events: list[tuple[int, Any]]  # (position, event) of those the projection wants
+
+
+def _read_log(
+    ledger: JobLedger, start: int, runners: Sequence[ProjectionRunner]
+) -> dict[int, _Batch]:
+    """One read of the log after `start` for `runners` (by `id`; none when nothing is new):
+    the events of any of their topics, decoded once, up to the smallest batch size; each
+    runner gets those of its own topics. All batches end at the same place: the last event
+    read when the read was full (the next read goes on from there), else the head read just
+    before, so a batch covers every event of its runner's topics in (start, end]."""
+    recorder = ledger.recorder
+    head = recorder.max_notification_id() or 0
+    if head <= start:
+        return {}
+    limit = min(r.batch_size for r in runners)
+    topics = sorted(set().union(*(r._topic_set for r in runners)))
+    notes = recorder.select_notifications(
+        start, limit, stop=head, topics=topics, inclusive_of_start=False
+    )
+    end = notes[-1].id if len(notes) >= limit else head
+    decode = ledger.mapper.to_domain_event
+    decoded = [(n.id, n.topic, decode(n)) for n in notes]
+    if len(runners) == 1:
+        return {id(runners[0]): _Batch(start, end, end - start, [(i, e) for i, _, e in decoded])}
+    return {
+        id(r): _Batch(start, end, end - start, [(i, e) for i, t, e in decoded if t in r._topic_set])
+        for r in runners
+    }
 
 
 class _ReadAhead:

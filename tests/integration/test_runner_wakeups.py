@@ -15,7 +15,7 @@ from ledger.application import JobLedger
 from ledger.job import Job
 from ledger.tenancy import ApiKey, Tenant
 from projections.job_status import JobStatusProjection, get_doc
-from projections.runner import LogListener, ProjectionRunner, RunnerGroup
+from projections.runner import LogListener, ProjectionRunner, RunnerGroup, _read_log
 from projections.state_history import JobStateHistoryProjection
 from storage.recorder import MAX_PAYLOAD, topics_payload, written_topics
 from storage.sql import SqlStore
@@ -269,3 +269,79 @@ def test_a_second_group_stands_by_and_takes_over_when_the_owner_stops(postgres_u
         for s in stores:
             s.close()
         service.close()
+
+
+class Recording:
+    """A projection that keeps the events it is given."""
+
+    def __init__(self, name: str, topics: frozenset[str]) -> None:
+        self.name = name
+        self.topics = topics
+        self.seen: list[tuple[int, object]] = []
+
+    def create_tables(self, tx) -> None:
+        pass
+
+    def drop_tables(self, tx) -> None:
+        pass
+
+    def apply(self, tx, events) -> None:
+        self.seen.extend(events)
+
+    def forget(self) -> None:
+        pass
+
+
+def test_one_read_serves_runners_of_different_topics(ledger: JobLedger, store) -> None:
+    tenants = Recording("tenants", frozenset({Tenant.TenantCreated.TOPIC}))
+    jobs = Recording("jobs", frozenset({Job.JobCreated.TOPIC}))
+    runners = [ProjectionRunner(ledger, store, p, batch_size=3) for p in (tenants, jobs)]
+    ledger.create_tenant("one", actor="admin:test")
+    for i in range(3):
+        ledger.create_job(make_new_job(), tenant_id="t", idempotency_key=f"k{i}", actor="a")
+    ledger.create_tenant("two", actor="admin:test")
+    head = ledger.recorder.max_notification_id()
+    read = _read_log(ledger, 0, runners)
+    # three events of either topic were read (the smallest batch): the batches end at the
+    # third, and each runner has only its own topics' events up to there
+    first, second = (read[id(r)] for r in runners)
+    assert first.end == second.end < head
+    assert [type(e).__name__ for _, e in first.events] == ["TenantCreated"]
+    assert [type(e).__name__ for _, e in second.events] == ["JobCreated", "JobCreated"]
+    rest = _read_log(ledger, first.end, runners)
+    assert rest[id(runners[0])].end == head  # fewer than a batch left: up to the head
+    assert [type(e).__name__ for _, e in rest[id(runners[0])].events] == ["TenantCreated"]
+    assert [type(e).__name__ for _, e in rest[id(runners[1])].events] == ["JobCreated"]
+
+
+def test_runners_at_the_same_position_share_one_read(ledger: JobLedger, store) -> None:
+    views = [
+        ProjectionRunner(ledger, store, JobStatusProjection(ledger), poll_seconds=SLOW),
+        ProjectionRunner(ledger, store, JobStateHistoryProjection(), poll_seconds=SLOW),
+    ]
+    for runner in views:
+        runner.setup()
+    group = RunnerGroup(views)
+    ledger.saved_listeners.append(group.notify)
+    reads = []
+    select = ledger.recorder.select_notifications
+
+    def counted(*args, **kwargs):
+        reads.append(kwargs.get("topics"))
+        return select(*args, **kwargs)
+
+    ledger.recorder.select_notifications = counted  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=group.run, args=(stop,), kwargs={"listen": False})
+    thread.start()
+    try:
+        first = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="1", actor="a")
+        wait_for(lambda: all(r.position() >= first.position for r in views), "no catch-up")
+        reads.clear()
+        second = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="2", actor="a")
+        wait_for(lambda: all(r.position() >= second.position for r in views), "not followed")
+        assert len(reads) == 1, reads  # one read for both views
+    finally:
+        stop.set()
+        group.notify()
+        thread.join(timeout=10)
