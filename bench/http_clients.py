@@ -6,7 +6,8 @@ web server in its own process, answering 200) at concurrency 1 and 64, for:
 - httpx with the pool sized to the concurrency (max_connections = keep-alive = concurrency);
 - httpx over the `httpx-aiohttp` transport (aiohttp's connector behind the httpx API);
 - bare aiohttp (one ClientSession, connector limit = concurrency);
-- the sender's own client (`delivery.sender.make_client`: SSRF guard, the chosen transport).
+- the sender's own path (`delivery.http.post` straight through `delivery.sender.make_transport`:
+  SSRF guard, aiohttp's pool, no httpx request or response objects).
 Each runs for a fixed time after a short warm-up; requests/s and p99 latency are reported.
 
 `python -m bench.http_clients receive PORT [--record]` is the receiver: `POST` anything -> 200;
@@ -190,7 +191,8 @@ def _httpx_send(client: httpx.AsyncClient, url: str) -> Send:
 async def _measure(name: str, url: str, concurrency: int, seconds: float) -> ClientResult:
     from httpx_aiohttp import AiohttpTransport
 
-    from delivery.sender import make_client
+    from delivery.http import post
+    from delivery.sender import make_transport
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     warmup = min(0.5, seconds / 3)
@@ -204,6 +206,17 @@ async def _measure(name: str, url: str, concurrency: int, seconds: float) -> Cli
                     return response.status
 
             rate, p99, errors = await drive(send, concurrency, seconds, warmup)
+    elif name == "sender":  # the delivery sender's path, as it sends webhooks
+        transport = make_transport(concurrency=concurrency, allow_private_targets=True)
+
+        async def send_as_sender(headers: dict[str, str]) -> int:
+            exchange = await post(transport, url, headers=headers, body=BODY, timeout=30)
+            return exchange.status_code or 0
+
+        try:
+            rate, p99, errors = await drive(send_as_sender, concurrency, seconds, warmup)
+        finally:
+            await transport.aclose()
     else:
         if name == "httpx-default":
             client = httpx.AsyncClient()
@@ -211,8 +224,8 @@ async def _measure(name: str, url: str, concurrency: int, seconds: float) -> Cli
             client = httpx.AsyncClient(limits=limits)
         elif name == "httpx-aiohttp":
             client = httpx.AsyncClient(transport=AiohttpTransport(limits=limits))
-        else:  # the delivery sender's client, as it sends webhooks
-            client = make_client(concurrency=concurrency, allow_private_targets=True)
+        else:
+            raise ValueError(f"unknown client {name}")
         async with client:
             rate, p99, errors = await drive(_httpx_send(client, url), concurrency, seconds, warmup)
     return ClientResult(name, concurrency, rate, p99, errors)
@@ -223,7 +236,7 @@ CLIENTS = {
     "httpx-tuned": "httpx.AsyncClient, pool = keep-alive = concurrency",
     "httpx-aiohttp": "httpx over httpx-aiohttp's AiohttpTransport, limit = concurrency",
     "aiohttp": "bare aiohttp ClientSession, limit = concurrency",
-    "sender": "the sender's client (delivery.sender.make_client, SSRF guard)",
+    "sender": "the sender's path (delivery.http.post over its SSRF-guarded transport)",
 }
 
 

@@ -1,8 +1,10 @@
 """One webhook HTTP request: POST the exact body bytes with the signed headers, bounded in time
 and in what is read back, and say what happened (`Exchange`, `receipt`).
 
-- The caller passes the `httpx.AsyncClient` (the sender's one shared client, usually over
-  `delivery.targets.GuardedTransport`; tests pass `httpx.MockTransport` or a real one).
+- The caller passes the sender's transport (`delivery.aiohttp_transport`), used directly, or
+  an `httpx.AsyncClient` (tests pass one over `httpx.MockTransport` or a real transport); both
+  send the same request and report the same way (tests/e2e/test_aiohttp_transport.py runs
+  its cases both ways).
 - Redirects are never followed (`follow_redirects=False`): a 3xx is a failed attempt.
 - The whole exchange (DNS, connect, send, the status line, headers and the body excerpt) must
   finish within `timeout` seconds; httpx's own timeouts are per phase, so a receiver dripping
@@ -31,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from delivery.aiohttp_transport import GuardedAiohttpTransport, as_httpx_errors
 from delivery.outcome import classify
 from delivery.retry import FailureClass
 from delivery.targets import RefusedTarget
@@ -41,6 +44,13 @@ MAX_HEADER_CHARS = 512
 METHOD = "POST"
 # Asked for explicitly so the excerpt is readable text and nothing is decompressed.
 EXTRA_HEADERS = {"accept-encoding": "identity"}
+# What an httpx client adds to every request (sent the same way without one: `_post_direct`).
+DEFAULT_HEADERS = {
+    "accept": "*/*",
+    "accept-encoding": "gzip, deflate",
+    "connection": "keep-alive",
+    "user-agent": f"python-httpx/{httpx.__version__}",
+}
 
 
 @dataclass(frozen=True)
@@ -64,14 +74,19 @@ class Exchange:
 
 
 async def post(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient | GuardedAiohttpTransport,
     url: str,
     *,
     headers: Mapping[str, str],
     body: bytes,
     timeout: float,
 ) -> Exchange:
-    """POST `body` to `url` once; never raises for what the receiver or the network did."""
+    """POST `body` to `url` once; never raises for what the receiver or the network did.
+
+    `client` is an httpx client, or the sender's transport itself (`_post_direct`: the same
+    request on the wire, a third less CPU)."""
+    if isinstance(client, GuardedAiohttpTransport):
+        return await _post_direct(client, url, headers=headers, body=body, timeout=timeout)
     sent_headers = {**headers, **EXTRA_HEADERS}
     status: int | None = None
     reason = ""
@@ -106,6 +121,92 @@ async def post(
         failure = RefusedTarget(f"not a valid URL ({error})")
     except (httpx.TransportError, OSError, TimeoutError, RefusedTarget, ssl.SSLError) as error:
         failure = error
+    return _exchange(
+        url,
+        request_headers,
+        body,
+        status,
+        reason,
+        location,
+        response_headers,
+        excerpt,
+        failure,
+        started,
+        timeout,
+    )
+
+
+async def _post_direct(
+    transport: GuardedAiohttpTransport,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: bytes,
+    timeout: float,
+) -> Exchange:
+    """`post` straight through the transport: the headers httpx would have sent (its defaults,
+    then ours, host and length), the same deadline, excerpt and error classes."""
+    status: int | None = None
+    reason = ""
+    location: str | None = None
+    response_headers: dict[str, str] = {}
+    excerpt = bytearray()
+    failure: BaseException | None = None
+    request_headers = {**DEFAULT_HEADERS, **headers, **EXTRA_HEADERS}
+    started = time.perf_counter()
+    try:
+        parsed = httpx.URL(url)  # normalised as httpx sends it (IDNA, default port dropped)
+        host = parsed.netloc.decode("ascii")
+        request_headers = {"host": host, **request_headers, "content-length": str(len(body))}
+        async with asyncio.timeout(timeout):
+            response = await transport.open(METHOD, str(parsed), request_headers, body, timeout)
+            try:
+                status = response.status
+                reason = response.reason or ""
+                location = response.headers.get("location")
+                response_headers = bounded_headers(response.headers.items())
+                with as_httpx_errors():
+                    async for chunk in response.content.iter_chunked(RESPONSE_BODY_LIMIT):
+                        excerpt += chunk[: RESPONSE_BODY_LIMIT - len(excerpt)]
+                        if len(excerpt) >= RESPONSE_BODY_LIMIT:
+                            break
+            finally:
+                if response.content.at_eof():
+                    response.release()  # read to its end: the connection is kept
+                else:
+                    response.close()
+    except httpx.InvalidURL as error:
+        failure = RefusedTarget(f"not a valid URL ({error})")
+    except (httpx.TransportError, OSError, TimeoutError, RefusedTarget, ssl.SSLError) as error:
+        failure = error
+    return _exchange(
+        url,
+        request_headers,
+        body,
+        status,
+        reason,
+        location,
+        response_headers,
+        excerpt,
+        failure,
+        started,
+        timeout,
+    )
+
+
+def _exchange(
+    url: str,
+    request_headers: dict[str, str],
+    body: bytes,
+    status: int | None,
+    reason: str,
+    location: str | None,
+    response_headers: dict[str, str],
+    excerpt: bytearray,
+    failure: BaseException | None,
+    started: float,
+    timeout: float,
+) -> Exchange:
     latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
     error_class = classify(status, failure)
     return Exchange(

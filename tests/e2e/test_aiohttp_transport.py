@@ -36,13 +36,47 @@ def _policy(answers: dict[str, list[str]], *, allow_private: bool) -> TargetPoli
     return TargetPolicy(allow_private=allow_private, resolver=resolver)
 
 
+# Every test here that sends with `_send` runs both ways: through an httpx client over the
+# transport, and straight through the transport as the sender does (`delivery.http.post`).
+DIRECT = False
+
+
+@pytest.fixture(autouse=True, params=["httpx client", "direct"])
+def _path(request: pytest.FixtureRequest) -> Iterator[None]:
+    global DIRECT
+    DIRECT = request.param == "direct"
+    yield
+    DIRECT = False
+
+
 def _send(url: str, *, policy: TargetPolicy | None = None, timeout: float = 5) -> Exchange:
     async def run() -> Exchange:
         transport = GuardedAiohttpTransport(policy or TargetPolicy(allow_private=True))
+        if DIRECT:
+            try:
+                return await post(transport, url, headers=HEADERS, body=BODY, timeout=timeout)
+            finally:
+                await transport.aclose()
         async with httpx.AsyncClient(transport=transport) as client:
             return await post(client, url, headers=HEADERS, body=BODY, timeout=timeout)
 
     return asyncio.run(run())
+
+
+def test_both_ways_send_the_same_request_and_say_the_same(receiver: Receiver) -> None:
+    answer = Reply(500, {"x-answer": "one"}, body=b"boom" * 2000)
+    receiver.script("/same", answer, answer)
+    global DIRECT
+    exchanges, received = [], []
+    for direct in (False, True):
+        DIRECT = direct
+        exchanges.append(_send(receiver.url("/same")))
+        received.append(receiver.wait_for(len(received) + 1, path="/same")[-1])
+    through_httpx, direct_exchange = ({**vars(e), "latency_ms": None} for e in exchanges)
+    assert direct_exchange == through_httpx
+    assert len(through_httpx["response_body"]) == RESPONSE_BODY_LIMIT
+    assert received[0].headers == received[1].headers
+    assert received[0].body == received[1].body == BODY
 
 
 def _port(receiver: Receiver) -> str:
