@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from api.auth import Authenticator, Permission, Principal
 from api.config import ApiConfig
+from api.creates import JobCreates
 from api.reads import JobReads, StatusDocs
 from api.targets import TargetCheck
 from api.webhook_reads import WebhookReads
@@ -47,6 +48,8 @@ class ApiState:
     webhook_tester: WebhookTester | None = None
     # The status read on the event loop (PostgreSQL read models only; `api.reads.StatusDocs`).
     status_docs: StatusDocs | None = None
+    # Creates saved in rounds, one thread hop per round (`api.creates`; set by the lifespan).
+    creates: JobCreates | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(

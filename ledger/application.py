@@ -40,6 +40,7 @@ from ledger.errors import (
     IdempotencyConflict,
     InvalidTransition,
     JobNotFound,
+    LedgerError,
     NotDue,
     store_errors,
 )
@@ -121,12 +122,16 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
 
         Raises IdempotencyConflict when the key was used with a different request.
         """
-        fingerprint = new.fingerprint()
+        job = self.new_job(new, tenant_id=tenant_id, idempotency_key=idempotency_key, actor=actor)
+        return self._save_new(job)
+
+    def new_job(self, new: NewJob, *, tenant_id: str, idempotency_key: str, actor: str) -> Job:
+        """The job `create_job` would save, not saved (no I/O: callers may batch it)."""
         body = new.as_dict()
-        job = Job.create(
+        return Job.create(
             tenant_id=tenant_id,
             idempotency_key=idempotency_key,
-            request_fingerprint=fingerprint,
+            request_fingerprint=new.fingerprint(),
             account_id=new.account_id,
             board_id=new.board_id,
             pin=body["pin"],
@@ -137,6 +142,33 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
             actor=actor,
             now=self.clock.now(),
         )
+
+    def create_jobs(self, jobs: Sequence[Job]) -> list[Created | LedgerError]:
+        """Save jobs made by `new_job` in one store transaction; each result is what
+        `create_job` would have returned or raised for it. When the store refuses the batch
+        (a key was used before), nothing of it was written and each job is saved on its own,
+        so only the replays and conflicts are told so."""
+        unsaved = [list(job.pending_events) for job in jobs]
+        try:
+            with store_errors():
+                recordings = self._commit(*jobs)
+        except IntegrityError:
+            results: list[Created | LedgerError] = []
+            for job, events in zip(jobs, unsaved, strict=True):
+                job.pending_events[:] = events  # collected by the refused save: again
+                try:
+                    results.append(self._save_new(job))
+                except IdempotencyConflict as conflict:
+                    results.append(conflict)
+            return results
+        positions: dict[UUID, list[int]] = {}
+        for recording in recordings:
+            positions.setdefault(recording.domain_event.originator_id, []).append(
+                recording.notification.id
+            )
+        return [Created(job, tuple(positions.get(job.id, ())), created=True) for job in jobs]
+
+    def _save_new(self, job: Job) -> Created:
         try:
             with store_errors():
                 recordings = self._commit(job)
@@ -144,8 +176,8 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
             existing = self._find(job.id)  # a replay, or a concurrent create of the key won
             if existing is None:  # pragma: no cover - the winner's row must be visible
                 raise
-            if existing.request_fingerprint != fingerprint:
-                raise IdempotencyConflict(job.id, idempotency_key) from None
+            if existing.request_fingerprint != job.request_fingerprint:
+                raise IdempotencyConflict(job.id, job.idempotency_key) from None
             return Created(existing, (), created=False)
         return Created(job, tuple(r.notification.id for r in recordings), created=True)
 
