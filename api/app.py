@@ -29,7 +29,6 @@ from api.auth import Authenticator
 from api.config import ApiConfig
 from api.console import console_routes
 from api.context import ApiState, api_state
-from api.creates import JobCreates
 from api.limits import BodyLimit
 from api.openapi import build_document
 from api.problems import Problem
@@ -81,7 +80,6 @@ def create_app(
             targets=TargetCheck(allow_private=config.allow_private_targets, resolver=resolver),
             webhook_tester=webhook_tester,
         )
-        state.creates = JobCreates(ledger, state.call)
         if views is not None:
             state.metrics = ops.metrics_registry(
                 ledger, views, config.stuck_thresholds, state.log_head

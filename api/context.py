@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -48,8 +48,11 @@ class ApiState:
     webhook_tester: WebhookTester | None = None
     # The status read on the event loop (PostgreSQL read models only; `api.reads.StatusDocs`).
     status_docs: StatusDocs | None = None
-    # Creates saved in rounds, one thread hop per round (`api.creates`; set by the lifespan).
-    creates: JobCreates | None = None
+    # Creates saved in rounds, one thread hop per round (`api.creates`).
+    creates: JobCreates = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.creates = JobCreates(self.ledger, self.call)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(

@@ -24,9 +24,10 @@ an outcome the receiver caused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -84,56 +85,32 @@ async def post(
     """POST `body` to `url` once; never raises for what the receiver or the network did.
 
     `client` is an httpx client, or the sender's transport itself (`_post_direct`: the same
-    request on the wire, a third less CPU)."""
+    request on the wire, about a fifth less CPU)."""
     if isinstance(client, GuardedAiohttpTransport):
         return await _post_direct(client, url, headers=headers, body=body, timeout=timeout)
     sent_headers = {**headers, **EXTRA_HEADERS}
-    status: int | None = None
-    reason = ""
-    location: str | None = None
-    response_headers: dict[str, str] = {}
-    excerpt = bytearray()
-    failure: BaseException | None = None
-    request_headers = dict(sent_headers)
-    started = time.perf_counter()
-    try:
+    answer = _Answer(dict(sent_headers))
+    with answer.failures():
         request = client.build_request(
             METHOD, url, content=body, headers=sent_headers, timeout=httpx.Timeout(timeout)
         )
-        request_headers = {name.lower(): value for name, value in request.headers.items()}
+        answer.request_headers = {name.lower(): value for name, value in request.headers.items()}
         async with asyncio.timeout(timeout):
             response = await client.send(request, stream=True, follow_redirects=False)
             try:
-                status = response.status_code
-                reason = response.reason_phrase
-                location = response.headers.get("location")
-                response_headers = bounded_headers(response.headers.multi_items())
+                answer.status = response.status_code
+                answer.reason = response.reason_phrase
+                answer.location = response.headers.get("location")
+                answer.headers = bounded_headers(response.headers.multi_items())
                 if response.is_stream_consumed:  # read already (an in-memory transport)
-                    excerpt += response.content[:RESPONSE_BODY_LIMIT]
+                    answer.keep(response.content)
                 else:
                     async for chunk in response.aiter_raw():
-                        excerpt += chunk[: RESPONSE_BODY_LIMIT - len(excerpt)]
-                        if len(excerpt) >= RESPONSE_BODY_LIMIT:
+                        if answer.keep(chunk):
                             break
             finally:
                 await response.aclose()
-    except httpx.InvalidURL as error:
-        failure = RefusedTarget(f"not a valid URL ({error})")
-    except (httpx.TransportError, OSError, TimeoutError, RefusedTarget, ssl.SSLError) as error:
-        failure = error
-    return _exchange(
-        url,
-        request_headers,
-        body,
-        status,
-        reason,
-        location,
-        response_headers,
-        excerpt,
-        failure,
-        started,
-        timeout,
-    )
+    return answer.exchange(url, body, timeout)
 
 
 async def _post_direct(
@@ -146,81 +123,86 @@ async def _post_direct(
 ) -> Exchange:
     """`post` straight through the transport: the headers httpx would have sent (its defaults,
     then ours, host and length), the same deadline, excerpt and error classes."""
-    status: int | None = None
-    reason = ""
-    location: str | None = None
-    response_headers: dict[str, str] = {}
-    excerpt = bytearray()
-    failure: BaseException | None = None
-    request_headers = {**DEFAULT_HEADERS, **headers, **EXTRA_HEADERS}
-    started = time.perf_counter()
-    try:
+    answer = _Answer({**DEFAULT_HEADERS, **headers, **EXTRA_HEADERS})
+    with answer.failures():
         parsed = httpx.URL(url)  # normalised as httpx sends it (IDNA, default port dropped)
-        host = parsed.netloc.decode("ascii")
-        request_headers = {"host": host, **request_headers, "content-length": str(len(body))}
+        answer.request_headers = {
+            "host": parsed.netloc.decode("ascii"),
+            **answer.request_headers,
+            "content-length": str(len(body)),
+        }
         async with asyncio.timeout(timeout):
-            response = await transport.open(METHOD, str(parsed), request_headers, body, timeout)
+            response = await transport.open(
+                METHOD, str(parsed), answer.request_headers, body, timeout
+            )
             try:
-                status = response.status
-                reason = response.reason or ""
-                location = response.headers.get("location")
-                response_headers = bounded_headers(response.headers.items())
+                answer.status = response.status
+                answer.reason = response.reason or ""
+                answer.location = response.headers.get("location")
+                answer.headers = bounded_headers(response.headers.items())
                 with as_httpx_errors():
                     async for chunk in response.content.iter_chunked(RESPONSE_BODY_LIMIT):
-                        excerpt += chunk[: RESPONSE_BODY_LIMIT - len(excerpt)]
-                        if len(excerpt) >= RESPONSE_BODY_LIMIT:
+                        if answer.keep(chunk):
                             break
             finally:
                 if response.content.at_eof():
                     response.release()  # read to its end: the connection is kept
                 else:
                     response.close()
-    except httpx.InvalidURL as error:
-        failure = RefusedTarget(f"not a valid URL ({error})")
-    except (httpx.TransportError, OSError, TimeoutError, RefusedTarget, ssl.SSLError) as error:
-        failure = error
-    return _exchange(
-        url,
-        request_headers,
-        body,
-        status,
-        reason,
-        location,
-        response_headers,
-        excerpt,
-        failure,
-        started,
-        timeout,
-    )
+    return answer.exchange(url, body, timeout)
 
 
-def _exchange(
-    url: str,
-    request_headers: dict[str, str],
-    body: bytes,
-    status: int | None,
-    reason: str,
-    location: str | None,
-    response_headers: dict[str, str],
-    excerpt: bytearray,
-    failure: BaseException | None,
-    started: float,
-    timeout: float,
-) -> Exchange:
-    latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
-    error_class = classify(status, failure)
-    return Exchange(
-        method=METHOD,
-        url=url,
-        request_headers=request_headers,
-        body=body,
-        status_code=status,
-        response_headers=response_headers,
-        response_body=bytes(excerpt).decode("utf-8", errors="replace"),
-        latency_ms=latency_ms,
-        error_class=error_class,
-        error=_message(error_class, status, reason, location, failure, timeout),
-    )
+@dataclass
+class _Answer:
+    """What one attempt has sent and got back so far."""
+
+    request_headers: dict[str, str]
+    status: int | None = None
+    reason: str = ""
+    location: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    excerpt: bytearray = field(default_factory=bytearray)
+    failure: BaseException | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def keep(self, chunk: bytes) -> bool:
+        """Keep what fits of `chunk` in the excerpt; True once it is full."""
+        self.excerpt += chunk[: RESPONSE_BODY_LIMIT - len(self.excerpt)]
+        return len(self.excerpt) >= RESPONSE_BODY_LIMIT
+
+    @contextlib.contextmanager
+    def failures(self) -> Iterator[None]:
+        """What the target or the network did, kept as this attempt's failure (not raised)."""
+        try:
+            yield
+        except httpx.InvalidURL as error:
+            self.failure = RefusedTarget(f"not a valid URL ({error})")
+        except (
+            httpx.TransportError,
+            OSError,
+            TimeoutError,
+            RefusedTarget,
+            ssl.SSLError,
+        ) as error:
+            self.failure = error
+
+    def exchange(self, url: str, body: bytes, timeout: float) -> Exchange:
+        latency_ms = round((time.perf_counter() - self.started) * 1000.0, 3)
+        error_class = classify(self.status, self.failure)
+        return Exchange(
+            method=METHOD,
+            url=url,
+            request_headers=self.request_headers,
+            body=body,
+            status_code=self.status,
+            response_headers=self.headers,
+            response_body=bytes(self.excerpt).decode("utf-8", errors="replace"),
+            latency_ms=latency_ms,
+            error_class=error_class,
+            error=_message(
+                error_class, self.status, self.reason, self.location, self.failure, timeout
+            ),
+        )
 
 
 def bounded_headers(items: Any) -> dict[str, str]:

@@ -30,18 +30,9 @@ async def create_job(request: Request) -> Response:
     schemas.validate_body(schemas.NEW_JOB, body)
     new = _new_job(body)
     assert who.tenant_id is not None  # only tenant writers may create jobs
-    if api.creates is not None:
-        created = await api.creates.create(
-            new, tenant_id=who.tenant_id, idempotency_key=key, actor=who.actor
-        )
-    else:
-        created = await api.call(
-            api.ledger.create_job,
-            new,
-            tenant_id=who.tenant_id,
-            idempotency_key=key,
-            actor=who.actor,
-        )
+    created = await api.creates.create(
+        new, tenant_id=who.tenant_id, idempotency_key=key, actor=who.actor
+    )
     status = created.job.status()
     headers = {"Location": f"/v1/jobs/{status['id']}"}
     if created.created:
