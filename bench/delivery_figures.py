@@ -15,7 +15,8 @@
   the sender's wake-up -> HTTP. p50 and p99 against the issue's absolute targets; beside them
   the bare client's single request p50 (the floor of any delivery).
 
-All on PostgreSQL, each figure in a fresh schema.
+All on PostgreSQL, each figure in a fresh schema, after a checkpoint (`bench.support.checkpoint`:
+the server's background writing after the earlier figures is not measured here).
 """
 
 from __future__ import annotations
@@ -44,7 +45,15 @@ from bench.http_clients import (
     measure_clients,
     running_receiver,
 )
-from bench.support import BENCH_KEY, Figure, bench_job, bench_service, cpu_seconds, pg_schema
+from bench.support import (
+    BENCH_KEY,
+    Figure,
+    bench_job,
+    bench_service,
+    checkpoint,
+    cpu_seconds,
+    pg_schema,
+)
 from delivery.sender import SentAttempt
 from delivery.signing import message_id, new_secret, webhook_headers
 from jobledger.bootstrap import Service
@@ -320,6 +329,7 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
         single = next(r for r in results if r.client == "aiohttp" and r.concurrency == 1)
         total = 500 if quick else 5000
         with pg_schema() as (url, _):
+            log.info("checkpoint before the delivery figure: %.1f s", checkpoint())
             ours, bodies = sender_rate(url, receiver.url, total)
         bare = bare_rate(receiver.url, bodies)
     figures.append(
@@ -333,6 +343,7 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
         )
     )
     with pg_schema() as (url, _):
+        log.info("checkpoint before the latency figure: %.1f s", checkpoint())
         latencies, total = latency(url, quick)
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = percentile(latencies, 0.99)
