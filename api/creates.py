@@ -4,16 +4,14 @@ The ledger is synchronous, so each API call runs in a worker thread (`ApiState.c
 busiest write, `POST /v1/jobs`, one thread per request meant 32 concurrent creates kept 32
 threads handing Python's lock back and forth (most of that process's CPU went to the kernel)
 while the ledger's group commit merged their saves. Here each request builds its job on the
-event loop (`JobLedger.new_job`: no I/O) and queues it; one round at a time, everything queued
-is saved in one call to `JobLedger.create_jobs` in one worker thread, and each request gets its
-own result (a replay or a conflicting reuse of a key is told to that request alone, exactly as
-`create_job` would tell it). Nobody waits on a timer: a lone request is saved at once, and a
-round forms from the requests that arrived while the previous one was being saved.
+event loop (`JobLedger.new_job`: no I/O) and submits it to `ledger.rounds.Rounds`: everything
+queued is saved in one call to `JobLedger.create_jobs` in one worker thread, and each request
+gets its own result (a replay or a conflicting reuse of a key is told to that request alone,
+exactly as `create_job` would tell it).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -21,8 +19,7 @@ from ledger.application import Created, JobLedger
 from ledger.errors import LedgerError
 from ledger.job import Job
 from ledger.request import NewJob
-
-MAX_ROUND = 200  # jobs per transaction (as `ledger.group_commit.MAX_BATCH`)
+from ledger.rounds import Rounds
 
 Call = Callable[..., Awaitable[Any]]
 
@@ -32,9 +29,11 @@ class JobCreates:
         """`call(fn, *args)` runs a blocking ledger call off the loop (`ApiState.call`)."""
         self.ledger = ledger
         self._call = call
-        self._queue: list[tuple[Job, asyncio.Future[Created]]] = []
-        self._saving = False
-        self.rounds = 0  # (for tests and metrics)
+        self._rounds: Rounds[Job, Created] = Rounds(self._save)
+
+    @property
+    def rounds(self) -> int:
+        return self._rounds.rounds
 
     async def create(
         self, new: NewJob, *, tenant_id: str, idempotency_key: str, actor: str
@@ -43,39 +42,8 @@ class JobCreates:
         job = self.ledger.new_job(
             new, tenant_id=tenant_id, idempotency_key=idempotency_key, actor=actor
         )
-        done: asyncio.Future[Created] = asyncio.get_running_loop().create_future()
-        self._queue.append((job, done))
-        if not self._saving:
-            self._saving = True
-            asyncio.get_running_loop().create_task(self._save_rounds())
-        # shielded: a client that goes away does not take the round's result from the others
-        return await asyncio.shield(done)
+        return await self._rounds.submit(job)
 
-    async def _save_rounds(self) -> None:
-        try:
-            while self._queue:
-                batch = self._queue[:MAX_ROUND]
-                del self._queue[: len(batch)]
-                self.rounds += 1
-                try:
-                    results: Sequence[Created | LedgerError] = await self._call(
-                        self.ledger.create_jobs, [job for job, _ in batch]
-                    )
-                except asyncio.CancelledError:  # the loop is closing
-                    for _, done in batch:
-                        done.cancel()
-                    raise
-                except Exception as error:  # the store failed the round: all of it
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(error)
-                    continue
-                for (_, done), result in zip(batch, results, strict=True):
-                    if done.done():
-                        continue
-                    if isinstance(result, Created):
-                        done.set_result(result)
-                    else:
-                        done.set_exception(result)
-        finally:
-            self._saving = False
+    async def _save(self, jobs: list[Job]) -> Sequence[Created | LedgerError]:
+        results: Sequence[Created | LedgerError] = await self._call(self.ledger.create_jobs, jobs)
+        return results

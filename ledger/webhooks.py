@@ -24,10 +24,13 @@ from ledger.commands import AggregateCommands, Changed
 from ledger.delivery import ORIGIN_TEST, Delivery
 from ledger.endpoint import Endpoint, EndpointSettings, EndpointState
 from ledger.errors import (
+    ConcurrentUpdate,
     DeliveryNotFound,
     EndpointNotFound,
     InvalidTransition,
+    LedgerError,
     WebhooksNotConfigured,
+    WrongAttempt,
     store_errors,
 )
 
@@ -56,6 +59,20 @@ class EndpointSecrets(Protocol):
     def new_payload_key(self) -> str: ...
     def seal(self, plaintext: str) -> str: ...
     def open(self, sealed: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """One attempt to record (`record_delivery_attempts`) on the delivery as it was loaded to
+    be sent (the record is decided on that object, which it changes)."""
+
+    loaded: Delivery
+    attempt: int
+    succeeded: bool
+    receipt: dict[str, Any]
+    next_attempt_at: datetime | None
+    hold_reason: str | None
+    actor: str
 
 
 @dataclass(frozen=True)
@@ -303,6 +320,62 @@ class WebhookCommands(AggregateCommands):
         return self._update_aggregate(
             delivery_id, Delivery, DeliveryNotFound, None, record, loaded=loaded
         )
+
+    def record_delivery_attempts(
+        self, attempts: Sequence[AttemptOutcome]
+    ) -> list[Changed | LedgerError]:
+        """`record_delivery_attempt` for several deliveries, saved in one store transaction
+        when they can be; each result is what the single command returns or raises for its
+        delivery. A delivery that changed since it was loaded makes the store refuse the
+        batch (nothing written); then each is recorded on its own, on a fresh read."""
+        results: list[Changed | LedgerError | None] = []
+        changed: list[Delivery] = []
+        for outcome in attempts:
+            try:
+                outcome.loaded.record_attempt(
+                    attempt=outcome.attempt,
+                    succeeded=outcome.succeeded,
+                    receipt=outcome.receipt,
+                    next_attempt_at=outcome.next_attempt_at,
+                    hold_reason=outcome.hold_reason,
+                    actor=outcome.actor,
+                    now=self.clock.now(),
+                )
+            except LedgerError as refused:  # WrongAttempt, InvalidTransition
+                results.append(refused)
+                continue
+            results.append(None)
+            changed.append(outcome.loaded)
+        try:
+            with store_errors():
+                recordings = self._commit(*changed) if changed else []
+        except IntegrityError:
+            return [self._record_alone(outcome) for outcome in attempts]
+        positions: dict[UUID, list[int]] = {}
+        for recording in recordings:
+            positions.setdefault(recording.domain_event.originator_id, []).append(
+                recording.notification.id
+            )
+        return [
+            result
+            if result is not None
+            else Changed(outcome.loaded, tuple(positions.get(outcome.loaded.id, ())))
+            for outcome, result in zip(attempts, results, strict=True)
+        ]
+
+    def _record_alone(self, outcome: AttemptOutcome) -> Changed | LedgerError:
+        try:
+            return self.record_delivery_attempt(
+                outcome.loaded.id,
+                attempt=outcome.attempt,
+                succeeded=outcome.succeeded,
+                receipt=outcome.receipt,
+                next_attempt_at=outcome.next_attempt_at,
+                hold_reason=outcome.hold_reason,
+                actor=outcome.actor,
+            )
+        except (WrongAttempt, InvalidTransition, ConcurrentUpdate) as refused:
+            return refused
 
     def hold_delivery(self, delivery_id: UUID, *, reason: str, actor: str) -> Changed:
         def hold(delivery: Delivery) -> bool:

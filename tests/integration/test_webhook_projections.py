@@ -16,7 +16,7 @@ import pytest
 from ledger.delivery import Delivery, DeliveryState, delivery_id_for
 from ledger.endpoint import Endpoint, EndpointSettings
 from ledger.errors import InvalidTransition, WrongAttempt
-from ledger.webhooks import JOB_EVENT_WEBHOOK_TYPES
+from ledger.webhooks import JOB_EVENT_WEBHOOK_TYPES, AttemptOutcome
 from projections.delivery_fanout import DeliveryFanout
 from projections.delivery_queue import DeliveryQueueProjection, list_deliveries
 from projections.endpoint_health import EndpointHealthProjection, health_report, health_row
@@ -296,3 +296,37 @@ def test_queue_and_health_follow_attempts_and_equal_a_rebuild(ledger, store, run
         after = {t: rows(store, t) for t in getattr(live, "tables", (live.table,))}
         assert after == before, name
         assert all(after.values())
+
+
+def test_attempts_recorded_together_each_answered_alone(ledger, store, runners, clock):
+    register(ledger, "t1", "*")
+    random_workload(ledger, clock, seed=9, jobs=4)
+    catch_up(runners)
+    deliveries = sorted(all_deliveries(ledger).values(), key=lambda d: d.source_position)
+    first, second, third = (ledger.get_delivery(d.id, tenant_id=None) for d in deliveries[:3])
+    receipt = {"attempted_at": "2026-01-01T00:00:00Z", "status_code": 200, "latency_ms": 3.0}
+
+    def outcome(delivery: Delivery, attempt: int = 1) -> AttemptOutcome:
+        return AttemptOutcome(delivery, attempt, True, receipt, None, None, "delivery:test")
+
+    head = ledger.recorder.max_notification_id()
+    done, wrong, also = ledger.record_delivery_attempts(
+        [outcome(first), outcome(second, attempt=2), outcome(third)]
+    )
+    assert isinstance(wrong, WrongAttempt)  # told to that attempt alone
+    assert done.aggregate.state == also.aggregate.state == DeliveryState.SUCCEEDED
+    # the two were written in one transaction, nothing for the refused one
+    assert sorted([*done.positions, *also.positions]) == [head + 1, head + 2]
+    assert [len(ledger.delivery_attempts(d.id)) for d in (first, second, third)] == [1, 0, 1]
+
+    # a delivery that changed after it was loaded: the store refuses the round, and each
+    # attempt is decided again on a fresh read (nothing recorded twice)
+    stale = ledger.get_delivery(second.id, tenant_id=None)
+    fourth = ledger.get_delivery(deliveries[3].id, tenant_id=None)
+    ledger.record_delivery_attempt(
+        second.id, attempt=1, succeeded=True, receipt=receipt, next_attempt_at=None, actor="x"
+    )
+    late, fine = ledger.record_delivery_attempts([outcome(stale), outcome(fourth)])
+    assert isinstance(late, InvalidTransition)  # as the single command says: it succeeded
+    assert fine.aggregate.state == DeliveryState.SUCCEEDED and fine.positions
+    assert [len(ledger.delivery_attempts(d.id)) for d in (second, fourth)] == [1, 1]
