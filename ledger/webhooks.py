@@ -74,6 +74,17 @@ class AttemptOutcome:
     hold_reason: str | None
     actor: str
 
+    def decision(self) -> dict[str, Any]:
+        """The attempt's outcome as the record commands take it."""
+        return {
+            "attempt": self.attempt,
+            "succeeded": self.succeeded,
+            "receipt": self.receipt,
+            "next_attempt_at": self.next_attempt_at,
+            "hold_reason": self.hold_reason,
+            "actor": self.actor,
+        }
+
 
 @dataclass(frozen=True)
 class RegisteredEndpoint:
@@ -332,15 +343,7 @@ class WebhookCommands(AggregateCommands):
         changed: list[Delivery] = []
         for outcome in attempts:
             try:
-                outcome.loaded.record_attempt(
-                    attempt=outcome.attempt,
-                    succeeded=outcome.succeeded,
-                    receipt=outcome.receipt,
-                    next_attempt_at=outcome.next_attempt_at,
-                    hold_reason=outcome.hold_reason,
-                    actor=outcome.actor,
-                    now=self.clock.now(),
-                )
+                outcome.loaded.record_attempt(**outcome.decision(), now=self.clock.now())
             except LedgerError as refused:  # WrongAttempt, InvalidTransition
                 results.append(refused)
                 continue
@@ -365,15 +368,7 @@ class WebhookCommands(AggregateCommands):
 
     def _record_alone(self, outcome: AttemptOutcome) -> Changed | LedgerError:
         try:
-            return self.record_delivery_attempt(
-                outcome.loaded.id,
-                attempt=outcome.attempt,
-                succeeded=outcome.succeeded,
-                receipt=outcome.receipt,
-                next_attempt_at=outcome.next_attempt_at,
-                hold_reason=outcome.hold_reason,
-                actor=outcome.actor,
-            )
+            return self.record_delivery_attempt(outcome.loaded.id, **outcome.decision())
         except (WrongAttempt, InvalidTransition, ConcurrentUpdate) as refused:
             return refused
 
