@@ -677,35 +677,15 @@ class Sender:
     async def _record_in_round(self, outcome: AttemptOutcome) -> Changed | None:
         """Record the attempt together with the others finishing now (`ledger.rounds`: one
         thread hop and one transaction per round); None when another sender recorded it
-        first. A round the store failed is recorded again on its own (`_record`, on a fresh
-        read: the delivery as loaded took that round's decision)."""
+        first. A round the store failed is recorded again on its own (`_record_again`)."""
         try:
             return await self._records.submit(outcome)
         except (WrongAttempt, InvalidTransition) as error:
-            log.debug(
-                "delivery %s attempt %d: dropped, recorded elsewhere (%s)",
-                outcome.loaded.id,
-                outcome.attempt,
-                error.message,
-            )
+            self._dropped(outcome, error)
             return None
         except (StoreUnavailable, ConcurrentUpdate) as error:
-            log.warning(
-                "delivery %s attempt %d: cannot record yet: %s",
-                outcome.loaded.id,
-                outcome.attempt,
-                error,
-            )
-        return await self._call(
-            self._record,
-            outcome.loaded,
-            outcome.attempt,
-            outcome.succeeded,
-            outcome.receipt,
-            outcome.next_attempt_at,
-            outcome.hold_reason,
-            fresh=True,
-        )
+            self._not_yet(outcome, error)
+        return await self._call(self._record_again, outcome)
 
     async def _record_round(
         self, outcomes: list[AttemptOutcome]
@@ -715,52 +695,41 @@ class Sender:
         )
         return results
 
-    def _record(
-        self,
-        sent: Delivery,
-        attempt: int,
-        succeeded: bool,
-        the_receipt: dict[str, Any],
-        next_at: datetime | None,
-        hold_reason: str | None,
-        *,
-        fresh: bool = False,
-    ) -> Changed | None:
-        """Record the attempt on the delivery as it was loaded to be sent (read again only if
-        it changed meanwhile, or when `fresh`); None when another sender recorded it first.
+    def _record_again(self, outcome: AttemptOutcome) -> Changed | None:
+        """Record the attempt of a failed round on its own, on a fresh read (the delivery as
+        loaded took that round's decision); None when another sender recorded it first.
         Retries a store that is briefly unreachable, then gives up (the lease expires; sent
         again)."""
-        delivery_id = sent.id
-        loaded: Delivery | None = None if fresh else sent
         for tries in range(RECORD_TRIES):
             try:
-                return self.ledger.record_delivery_attempt(
-                    delivery_id,
-                    attempt=attempt,
-                    succeeded=succeeded,
-                    receipt=the_receipt,
-                    next_attempt_at=next_at,
-                    hold_reason=hold_reason,
-                    actor=self.config.owner,
-                    loaded=loaded,
-                )
+                return self.ledger.record_delivery_attempt(outcome.loaded.id, **outcome.decision())
             except (WrongAttempt, InvalidTransition) as error:
-                log.debug(
-                    "delivery %s attempt %d: dropped, recorded elsewhere (%s)",
-                    delivery_id,
-                    attempt,
-                    error.message,
-                )
+                self._dropped(outcome, error)
                 return None
             except (StoreUnavailable, ConcurrentUpdate) as error:
-                loaded = None  # it may hold a half-applied decision: read it afresh
                 if tries == RECORD_TRIES - 1:
                     raise
-                log.warning(
-                    "delivery %s attempt %d: cannot record yet: %s", delivery_id, attempt, error
-                )
+                self._not_yet(outcome, error)
                 time.sleep(min(2.0, 0.1 * 2**tries))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _dropped(outcome: AttemptOutcome, error: LedgerError) -> None:
+        log.debug(
+            "delivery %s attempt %d: dropped, recorded elsewhere (%s)",
+            outcome.loaded.id,
+            outcome.attempt,
+            error.message,
+        )
+
+    @staticmethod
+    def _not_yet(outcome: AttemptOutcome, error: LedgerError) -> None:
+        log.warning(
+            "delivery %s attempt %d: cannot record yet: %s",
+            outcome.loaded.id,
+            outcome.attempt,
+            error,
+        )
 
     def _after_failure(
         self,

@@ -38,24 +38,23 @@ class ReadModels:
                 runner.setup()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._group: RunnerGroup | None = None
+        # One thread follows the log for all of them: the fan-out first, then the delivery
+        # queue (the path to a webhook), then the views.
+        order = ["delivery_fanout", "delivery_queue"]
+        self._group = RunnerGroup(
+            [self.runners[n] for n in order]
+            + [r for n, r in self.runners.items() if n not in order]
+        )
 
     @property
     def job_status(self) -> ProjectionRunner:
         return self.runners["job_status"]
 
     def start(self) -> None:
-        """Follow the log in one thread for all the projections (`RunnerGroup`): the fan-out
-        first, then the delivery queue (the path to a webhook), then the views."""
-        order = ["delivery_fanout", "delivery_queue"]
-        runners = [self.runners[n] for n in order] + [
-            r for n, r in self.runners.items() if n not in order
-        ]
-        group = RunnerGroup(runners)
-        self.ledger.saved_listeners.append(group.notify)
-        self._group = group
+        """Follow the log in one thread for all the projections (`RunnerGroup`)."""
+        self.ledger.saved_listeners.append(self._group.notify)
         thread = threading.Thread(
-            target=group.run, args=(self._stop,), name="projections", daemon=True
+            target=self._group.run, args=(self._stop,), name="projections", daemon=True
         )
         thread.start()
         self._threads.append(thread)
@@ -66,11 +65,9 @@ class ReadModels:
 
     def close(self) -> None:
         self._stop.set()
-        group = self._group
-        if group is not None:
-            group.notify()
-            if group.notify in self.ledger.saved_listeners:
-                self.ledger.saved_listeners.remove(group.notify)
+        self._group.notify()
+        if self._group.notify in self.ledger.saved_listeners:
+            self.ledger.saved_listeners.remove(self._group.notify)
         for thread in self._threads:
             thread.join(timeout=10)
         self.store.close()

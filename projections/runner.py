@@ -107,7 +107,6 @@ class ProjectionRunner:
         self._signal: threading.Event | None = None  # its group's, set with `_wake`
         self._next_poll = 0.0
         self._position: int | None = None
-        self._topics = sorted(projection.topics)
         self._topic_set = frozenset(projection.topics)
         self.position_changed: list[Callable[[int], None]] = []
 
@@ -153,7 +152,7 @@ class ProjectionRunner:
         if batch is None:
             self._position = start
             return 0
-        self._apply(start, batch)
+        self._apply(batch)
         return batch.entries
 
     def _read(self, start: int) -> _Batch | None:
@@ -161,8 +160,8 @@ class ProjectionRunner:
         the last of them, or at the head when fewer were left (None: nothing new at all)."""
         return _read_log(self.ledger, start, [self]).get(id(self))
 
-    def _apply(self, start: int, batch: _Batch) -> None:
-        """Apply `batch` (read after `start`) and move the position to its end, in one
+    def _apply(self, batch: _Batch) -> None:
+        """Apply `batch` and move the position from where it was read to its end, in one
         transaction."""
         prepare = getattr(self.projection, "prepare", None)
         try:
@@ -172,7 +171,7 @@ class ProjectionRunner:
                 moved = tx.execute(
                     f"UPDATE {TRACKING_TABLE} SET position = ?, updated_at = ? "
                     "WHERE name = ? AND position = ?",
-                    (batch.end, utc_text(datetime.now(UTC)), self.projection.name, start),
+                    (batch.end, utc_text(datetime.now(UTC)), self.projection.name, batch.start),
                 )
                 if moved.rowcount != 1:
                     raise LostOwnership(self.projection.name)
@@ -196,7 +195,7 @@ class ProjectionRunner:
         if target - start > self.batch_size:
             with _ReadAhead(self._read, start, target) as batches:
                 for batch in batches:
-                    self._apply(start, batch)
+                    self._apply(batch)
                     start = batch.end
                     done += batch.entries
                     if progress is not None:
@@ -261,7 +260,7 @@ class RunnerGroup:
         )
         if listener is not None:
             listener.start()
-        owners = {id(r): _Ownership(r.store, r.projection.name, stop) for r in self.runners}
+        owners = {id(r): _Ownership(r.store, r.projection.name) for r in self.runners}
         owned: list[ProjectionRunner] = []
         checked = float("-inf")
         retry_at: dict[int, float] = {}
@@ -295,7 +294,7 @@ class RunnerGroup:
                             batch = read[id(runner)]
                             if batch is None:
                                 continue
-                            runner._apply(batch.start, batch)
+                            runner._apply(batch)
                             applied = batch.entries
                         else:
                             applied = runner.run_once()
@@ -407,8 +406,6 @@ def _read_log(
     end = notes[-1].id if len(notes) >= limit else head
     decode = ledger.mapper.to_domain_event
     decoded = [(n.id, n.topic, decode(n)) for n in notes]
-    if len(runners) == 1:
-        return {id(runners[0]): _Batch(start, end, end - start, [(i, e) for i, _, e in decoded])}
     return {
         id(r): _Batch(start, end, end - start, [(i, e) for i, t, e in decoded if t in r._topic_set])
         for r in runners
@@ -469,11 +466,10 @@ class _Ownership:
     """PostgreSQL: an advisory lock for one projection, held on a connection of its own while
     this process runs it (SQLite: one machine, always owned)."""
 
-    def __init__(self, store: SqlStore, name: str, stop: threading.Event) -> None:
+    def __init__(self, store: SqlStore, name: str) -> None:
         self.store = store
         self.name = name
         self.key = advisory_key(store.database.schema, name)
-        self.stop = stop
         self.conn: Any = None
 
     def try_acquire(self) -> bool:
