@@ -35,6 +35,7 @@ from eventsourcing.utils import register_topic
 
 from ledger.audit import DIGEST_START, AuditReport, ChainVerifier, Checkpoint, fold_digest
 from ledger.clock import Clock, SystemClock
+from ledger.commands import positions_by_aggregate
 from ledger.errors import (
     ConcurrentUpdate,
     IdempotencyConflict,
@@ -161,12 +162,8 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
                 except IdempotencyConflict as conflict:
                     results.append(conflict)
             return results
-        positions: dict[UUID, list[int]] = {}
-        for recording in recordings:
-            positions.setdefault(recording.domain_event.originator_id, []).append(
-                recording.notification.id
-            )
-        return [Created(job, tuple(positions.get(job.id, ())), created=True) for job in jobs]
+        positions = positions_by_aggregate(recordings)
+        return [Created(job, positions.get(job.id, ()), created=True) for job in jobs]
 
     def _save_new(self, job: Job) -> Created:
         try:
@@ -237,12 +234,8 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
                 except (InvalidTransition, NotDue, JobNotFound, ConcurrentUpdate):
                     continue  # someone else moved it first
             return written
-        positions: dict[UUID, list[int]] = {}
-        for recording in recordings:
-            positions.setdefault(recording.domain_event.originator_id, []).append(
-                recording.notification.id
-            )
-        return [Written(job, tuple(positions.get(job.id, ()))) for job in jobs]
+        positions = positions_by_aggregate(recordings)
+        return [Written(job, positions.get(job.id, ())) for job in jobs]
 
     def start_attempt(self, job_id: UUID, *, worker_id: str, lease_seconds: float) -> Written:
         return self._update(

@@ -37,6 +37,16 @@ class Changed:
         return max(self.positions, default=0)
 
 
+def positions_by_aggregate(recordings: Any) -> dict[UUID, tuple[int, ...]]:
+    """The log positions one save wrote, by the aggregate whose events they hold."""
+    positions: dict[UUID, list[int]] = {}
+    for recording in recordings:
+        positions.setdefault(recording.domain_event.originator_id, []).append(
+            recording.notification.id
+        )
+    return {aggregate_id: tuple(found) for aggregate_id, found in positions.items()}
+
+
 class AggregateCommands(Application[UUID]):
     group_commit: GroupCommit  # set by the application's constructor
 

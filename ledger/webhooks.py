@@ -20,7 +20,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.commands import AggregateCommands, Changed
+from ledger.commands import AggregateCommands, Changed, positions_by_aggregate
 from ledger.delivery import ORIGIN_TEST, Delivery
 from ledger.endpoint import Endpoint, EndpointSettings, EndpointState
 from ledger.errors import (
@@ -354,15 +354,11 @@ class WebhookCommands(AggregateCommands):
                 recordings = self._commit(*changed) if changed else []
         except IntegrityError:
             return [self._record_alone(outcome) for outcome in attempts]
-        positions: dict[UUID, list[int]] = {}
-        for recording in recordings:
-            positions.setdefault(recording.domain_event.originator_id, []).append(
-                recording.notification.id
-            )
+        positions = positions_by_aggregate(recordings)
         return [
             result
             if result is not None
-            else Changed(outcome.loaded, tuple(positions.get(outcome.loaded.id, ())))
+            else Changed(outcome.loaded, positions.get(outcome.loaded.id, ()))
             for outcome, result in zip(attempts, results, strict=True)
         ]
 
