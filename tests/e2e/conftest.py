@@ -1,6 +1,6 @@
 """A real uvicorn server on 127.0.0.1 serving the API over the real service, on both stores.
 
-- `api_server(**overrides)` (factory fixture): starts `create_app(...)` under `uvicorn.Server`
+- `api_server(**overrides)` (factory fixture): starts `create_app(...)` under uvicorn (`tests.fakes.server`)
   in a background thread on a free port, over the `service` fixture's ledger (so on SQLite and
   on PostgreSQL through `database_url`); stopped when the test ends. Overrides: `reads`,
   `webhook_tester`, `resolver` (default `fake_dns`: no test asks real DNS), `config` fields.
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app
 from api.config import ApiConfig
@@ -28,6 +26,7 @@ from api.webhook_reads import WebhookReads
 from jobledger.bootstrap import Service, api_config
 from jobledger.read_models import ReadModels
 from ledger.application import JobLedger
+from tests.fakes.server import ThreadServer, config, serve_in_thread, stop_thread
 
 ADMIN_KEY = "test-admin-key-0123456789"
 # Host names the e2e servers resolve (`fake_dns`); any other name does not resolve.
@@ -49,7 +48,7 @@ async def fake_dns(host: str, port: int) -> Sequence[str]:
 class Server:
     base_url: str
     ledger: JobLedger
-    uvicorn: uvicorn.Server
+    uvicorn: ThreadServer
     thread: threading.Thread
     clients: list[httpx.Client] = field(default_factory=list)
 
@@ -62,26 +61,13 @@ class Server:
     def stop(self) -> None:
         for client in self.clients:
             client.close()
-        self.uvicorn.should_exit = True
-        self.thread.join(timeout=15)
-        assert not self.thread.is_alive(), "uvicorn did not stop"
+        stop_thread(self.uvicorn, self.thread, "the API")
 
 
 def start_server(app: Any, ledger: JobLedger) -> Server:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    return Server(f"http://127.0.0.1:{port}", ledger, server, thread)
+    server = ThreadServer(config(app, lifespan="on"))
+    base_url, thread = serve_in_thread(server, "the API")
+    return Server(base_url, ledger, server, thread)
 
 
 @pytest.fixture

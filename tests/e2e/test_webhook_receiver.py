@@ -4,6 +4,7 @@ reaches it only through checked addresses."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -102,6 +103,29 @@ def test_a_slow_answer_times_the_client_out_and_stop_does_not_wait_for_it() -> N
         began = time.monotonic()
         receiver.stop()
     assert time.monotonic() - began < 5
+
+
+def test_stop_closes_a_connection_whose_request_is_still_in_flight() -> None:
+    """A request whose body never finishes keeps its connection busy through uvicorn's
+    shutdown, which (with `force_exit`) does not wait for it: the receiver closes it before its
+    loop ends, instead of leaving the socket to the garbage collector."""
+    receiver = Receiver().start()
+    assert receiver._server is not None
+    host, port = receiver.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as client:
+        client.sendall(b"POST /half HTTP/1.1\r\nHost: r\r\nContent-Length: 100\r\n\r\n0123")
+        deadline = time.monotonic() + 5
+        while not any(
+            getattr(c, "cycle", None) is not None for c in receiver._server.server_state.connections
+        ):
+            assert time.monotonic() < deadline, "the request did not reach the receiver"
+            time.sleep(0.01)
+        receiver.stop()
+        try:  # closed (a FIN, or an RST), not left open until a collection
+            answer = client.recv(1)
+        except ConnectionResetError:
+            answer = b""
+        assert answer == b""
 
 
 def test_reset_aborts_the_connection_without_an_answer(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.fakes.server import ThreadServer, config, serve_in_thread, stop_thread
 
 
 @dataclass
@@ -54,7 +54,7 @@ class FakePinterest:
     _ids: Any = field(default_factory=lambda: itertools.count(10**15))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     base_url: str = ""
-    _server: Any = None
+    _server: ThreadServer | None = None
     _thread: threading.Thread | None = None
 
     # -- test-facing --
@@ -149,25 +149,10 @@ class FakePinterest:
     # -- lifecycle --
 
     def start(self) -> FakePinterest:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(self.app(), log_level="warning", access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake Pinterest did not start")
-            time.sleep(0.01)
+        self._server = ThreadServer(config(self.app(), lifespan="off"))
+        self.base_url, self._thread = serve_in_thread(self._server, "fake Pinterest")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=15)
+        if self._server is not None and self._thread is not None:
+            stop_thread(self._server, self._thread, "fake Pinterest")

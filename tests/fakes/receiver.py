@@ -34,12 +34,13 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from tests.fakes.server import ThreadServer, config, serve_in_thread, stop_thread
 
 
 @dataclass(frozen=True)
@@ -84,18 +85,12 @@ class Received:
         return orjson.loads(self.body)
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
-        super().__init__(config)
-        self._ready = ready
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stopping: asyncio.Event | None = None
+class _Server(ThreadServer):
+    stopping: asyncio.Event | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
         await super().startup(sockets)
-        self._ready.set()
 
     def stop(self) -> None:
         """Exit without waiting for slow answers, which are woken (not cancelled) to finish."""
@@ -200,43 +195,17 @@ class Receiver:
     # -- lifecycle --
 
     def start(self) -> Receiver:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         # The standard asyncio loop and h11, whatever is installed: `RESET` reaches the socket
         # through asyncio's transport (uvloop's cannot be given SO_LINGER from here).
-        config = uvicorn.Config(
-            self.app(),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            loop="asyncio",
-            http="h11",
-        )
-        ready = threading.Event()
-        server = _Server(config, ready)
-
-        def run() -> None:
-            try:
-                server.run(sockets=[sock])
-            finally:
-                ready.set()  # also when startup failed, so start() does not wait in vain
-
+        server = _Server(config(self.app(), lifespan="off", loop="asyncio", http="h11"))
         self._server = server
-        self._thread = threading.Thread(target=run, name="webhook-receiver", daemon=True)
-        self._thread.start()
-        if not ready.wait(15) or not server.started:
-            raise RuntimeError("the webhook receiver did not start")
+        self.base_url, self._thread = serve_in_thread(server, "webhook-receiver")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
+        if self._server is not None and self._thread is not None:
             self._server.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-            if self._thread.is_alive():
-                raise RuntimeError("the webhook receiver did not stop")
+            stop_thread(self._server, self._thread, "the webhook receiver")
 
     def __enter__(self) -> Receiver:
         return self.start()
