@@ -1,9 +1,10 @@
 """A real uvicorn server on 127.0.0.1 serving the API over the real service, on both stores.
 
-- `api_server(**overrides)` (factory fixture): starts `create_app(...)` under uvicorn (`tests.fakes.server`)
-  in a background thread on a free port, over the `service` fixture's ledger (so on SQLite and
-  on PostgreSQL through `database_url`); stopped when the test ends. Overrides: `reads`,
-  `webhook_tester`, `resolver` (default `fake_dns`: no test asks real DNS), `config` fields.
+- `api_server(**overrides)` (factory fixture): starts `create_app(...)` under uvicorn
+  (`tests.fakes.server`) in a background thread on a free port, over the `service` fixture's
+  ledger (so on SQLite and on PostgreSQL through `database_url`); stopped when the test ends.
+  Overrides: `reads`, `webhook_tester`, `resolver` (default `fake_dns`: no test asks real
+  DNS), `config` fields.
 - `api`: the default server; `admin`, `tenant`: an httpx client with the bootstrap admin key,
   and a tenant made through the API with a writer and a reader client.
 """
