@@ -685,7 +685,7 @@ class Sender:
             return None
         except (StoreUnavailable, ConcurrentUpdate) as error:
             self._not_yet(outcome, error)
-        return await self._call(self._record_again, outcome)
+        return await self._record_again(outcome)
 
     async def _record_round(
         self, outcomes: list[AttemptOutcome]
@@ -695,14 +695,18 @@ class Sender:
         )
         return results
 
-    def _record_again(self, outcome: AttemptOutcome) -> Changed | None:
+    async def _record_again(self, outcome: AttemptOutcome) -> Changed | None:
         """Record the attempt of a failed round on its own, on a fresh read (the delivery as
         loaded took that round's decision); None when another sender recorded it first.
         Retries a store that is briefly unreachable, then gives up (the lease expires; sent
-        again)."""
+        again). It waits between tries on the loop, not in a worker thread: in an outage every
+        attempt in flight comes here, and sleeping threads would hold the executor that the
+        other sends need."""
         for tries in range(RECORD_TRIES):
             try:
-                return self.ledger.record_delivery_attempt(outcome.loaded.id, **outcome.decision())
+                return await self._call(
+                    self.ledger.record_delivery_attempt, outcome.loaded.id, **outcome.decision()
+                )
             except (WrongAttempt, InvalidTransition) as error:
                 self._dropped(outcome, error)
                 return None
@@ -710,7 +714,7 @@ class Sender:
                 if tries == RECORD_TRIES - 1:
                     raise
                 self._not_yet(outcome, error)
-                time.sleep(min(2.0, 0.1 * 2**tries))
+                await asyncio.sleep(min(2.0, 0.1 * 2**tries))
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod

@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from ledger.clock import ManualClock
 from ledger.delivery import DeliveryState
 from ledger.endpoint import EndpointState
+from ledger.errors import StoreUnavailable
 from tests.fakes.receiver import RESET, Received, Reply, redirect, slow
 from tests.fakes.receiver import webhook_receiver as webhook_receiver  # a fixture
 from tests.integration.delivery_harness import DeliveryEnv, wait_until
@@ -117,6 +118,39 @@ def test_retries_across_failure_kinds_keep_one_webhook_id_and_verify(make_env, w
     assert stamps == sorted(stamps)
     # the redirect was not followed: nothing went to elsewhere.example
     assert all(s.request.url in (CLOSED_PORT_URL, receiver.url("/a")) for s in sent)
+
+
+def test_an_attempt_whose_round_the_store_refused_is_recorded_on_its_own(
+    make_env, webhook_receiver, monkeypatch
+):
+    """The store fails the round that records an attempt, then the first try to record it on
+    its own: the attempt is recorded once, after a wait, and the delivery succeeds without
+    being sent again."""
+    env = make_env()
+    receiver = webhook_receiver()
+    refused: list[str] = []
+    record_round = env.ledger.record_delivery_attempts
+    record_one = env.ledger.record_delivery_attempt
+
+    def failing_once(kind, record):
+        def record_or_fail(*args, **kwargs):
+            if kind not in refused:
+                refused.append(kind)
+                raise StoreUnavailable("test: the store went away")
+            return record(*args, **kwargs)
+
+        return record_or_fail
+
+    monkeypatch.setattr(env.ledger, "record_delivery_attempts", failing_once("round", record_round))
+    monkeypatch.setattr(env.ledger, "record_delivery_attempt", failing_once("one", record_one))
+    registered = env.endpoint(receiver.url("/a"))
+    env.job("job-1")
+    delivery = env.one_delivery(registered.endpoint.id)
+    final = env.wait_state(delivery.id, DeliveryState.SUCCEEDED)
+    assert refused == ["round", "one"]
+    assert final.attempts == 1
+    assert [e.receipt["status_code"] for e in env.ledger.delivery_attempts(delivery.id)] == [200]
+    assert len(receiver.requests_for("/a")) == 1
 
 
 def test_dead_letter_after_the_schedule_then_manual_retry_delivers(make_env, webhook_receiver):
