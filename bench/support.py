@@ -78,6 +78,33 @@ def checkpoint() -> float:
     return time.perf_counter() - t0
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(all, stolen) CPU time of the machine so far, in clock ticks (`/proc/stat`; (0, 0)
+    where there is none). Stolen time is what the hypervisor gave to other guests while this
+    one wanted to run: on a shared virtual machine it explains figures that are off by
+    factors from one day to the next."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+def reference_seconds() -> float:
+    """Seconds for a fixed pure-Python loop (best of three): how fast this machine's cores run
+    Python today, to compare runs of different days (the ratios are meant to be comparable;
+    the absolute figures are not)."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 @contextmanager
 def pg_schema(prefix: str = "bench") -> Iterator[tuple[str, str]]:
     """A new schema in the bench database, dropped afterwards: (ledger URL, schema name)."""
