@@ -226,7 +226,10 @@ class ProjectionRunner:
 class RunnerGroup:
     """Follows the log for several projections in ONE thread: each wake-up runs the runners it
     concerns, one batch each per round, so a long catch-up of one delays the others by one
-    batch at most. One thread instead of one per projection: with six projections each in its
+    batch at most. Runners ahead in the order come first: when one of them is woken during a
+    round, the round stops after the current batch and starts again from the top (a runner
+    gives way so at most once in a row, so none is starved by a steady stream of writes for
+    those ahead of it). One thread instead of one per projection: with six projections each in its
     own thread, a delivery process at 100 jobs/s spent half its CPU in the kernel handing the
     GIL between them (context switches, futex waits); one thread cut its CPU per job by a fifth
     and halved the commit-to-webhook p99 (docs/performance.md).
@@ -265,6 +268,7 @@ class RunnerGroup:
         checked = float("-inf")
         retry_at: dict[int, float] = {}
         more: set[int] = set()
+        yielded: set[int] = set()  # runners that gave way last round: not again this one
         try:
             while not stop.is_set():
                 if time.monotonic() - checked >= self.OWNERSHIP_CHECK_SECONDS:
@@ -282,7 +286,19 @@ class RunnerGroup:
                         more.discard(id(runner))
                         due.append(runner)
                 read: dict[int, _Batch | None] = {}
+                gave_way = yielded
+                yielded = set()
                 for index, runner in enumerate(due):
+                    if (
+                        index
+                        and id(runner) not in gave_way
+                        and _woken_before(runner, owned, retry_at, polled)
+                    ):
+                        # new work for a runner ahead of it (the webhook path comes first):
+                        # that goes first, and the rest of this round right after it
+                        yielded = {id(r) for r in due[index:]}
+                        more.update(yielded)
+                        break
                     if id(runner) not in read and not _makes_events(runner):
                         # read now, after the runners before it wrote (the fan-out's
                         # deliveries reach the delivery queue in the same round)
@@ -371,6 +387,22 @@ class RunnerGroup:
                 wait = min(wait, runner.pass_over_seconds)
         wait = min([wait, MAX_WAIT_SECONDS, *(at - now for at in retry_at.values() if at > now)])
         return max(wait, 0.0)
+
+
+def _woken_before(
+    runner: ProjectionRunner,
+    owned: Sequence[ProjectionRunner],
+    retry_at: dict[int, float],
+    now: float,
+) -> bool:
+    """Whether a runner ahead of `runner` in its group was woken for its own topics since
+    the round began (one waiting to retry a failure does not count: it would not run)."""
+    for ahead in owned:
+        if ahead is runner:
+            return False
+        if ahead._wake.is_set() and retry_at.get(id(ahead), 0.0) <= now:
+            return True
+    return False
 
 
 def _makes_events(runner: ProjectionRunner) -> bool:

@@ -4,6 +4,7 @@ runners (`RunnerGroup`), each still owning its projection alone."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -345,3 +346,69 @@ def test_runners_at_the_same_position_share_one_read(ledger: JobLedger, store) -
         stop.set()
         group.notify()
         thread.join(timeout=10)
+
+
+class Gated(Recording):
+    """A `Recording` whose every batch waits, once it has started, until the test lets it
+    go on: the test writes while the group is inside this view's batch (in `prepare`, before
+    the view's transaction, which on SQLite would hold the ledger's writes)."""
+
+    def __init__(self, name: str, topics: frozenset[str], order: list[str]) -> None:
+        super().__init__(name, topics)
+        self.order = order
+        self.entered: queue.Queue[None] = queue.Queue()
+        self.proceed: queue.Queue[None] = queue.Queue()
+
+    def prepare(self, store, events) -> None:
+        self.order.append(self.name)
+        self.entered.put(None)
+        self.proceed.get(timeout=SLOW)
+
+
+class Ordered(Recording):
+    def __init__(self, name: str, topics: frozenset[str], order: list[str]) -> None:
+        super().__init__(name, topics)
+        self.order = order
+
+    def apply(self, tx, events) -> None:
+        self.order.append(self.name)
+        super().apply(tx, events)
+
+
+def test_a_runner_ahead_woken_mid_round_goes_next_and_the_rest_give_way_once(
+    ledger: JobLedger, store
+) -> None:
+    """Group order [front, gated, last]. While the group is inside `gated`'s batch a job is
+    created: `front` runs before `last`'s batch of that round. It happens again in the next
+    round, but `last` gave way once already, so it runs before `front` this time."""
+    topics = frozenset({Job.JobCreated.TOPIC})
+    order: list[str] = []
+    front, last = Ordered("front", topics, order), Ordered("last", topics, order)
+    gated = Gated("gated", topics, order)
+    runners = [ProjectionRunner(ledger, store, p, poll_seconds=SLOW) for p in (front, gated, last)]
+    for runner in runners:
+        runner.setup()
+    group = RunnerGroup(runners)
+    ledger.saved_listeners.append(group.notify)
+    stop = threading.Event()
+    thread = threading.Thread(target=group.run, args=(stop,), kwargs={"listen": False})
+    try:
+        ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="a", actor="a")
+        thread.start()
+        for key in ("b", "c"):
+            gated.entered.get(timeout=SLOW)  # the group is inside gated's batch
+            ledger.create_job(make_new_job(), tenant_id="t", idempotency_key=key, actor="a")
+            gated.proceed.put(None)
+        gated.entered.get(timeout=SLOW)
+        gated.proceed.put(None)
+        head = ledger.recorder.max_notification_id()
+        wait_for(lambda: all(r.position() >= head for r in runners), "the group did not finish")
+    finally:
+        stop.set()
+        group.notify()
+        gated.proceed.put(None)
+        thread.join(timeout=10)
+    # round 1: front, gated (b is written) | front goes first; then gated (c is written),
+    # then last, which gave way once already; then front, gated
+    assert order[:6] == ["front", "gated", "front", "gated", "last", "front"], order
+    assert len(last.seen) == len(front.seen) == 3  # each saw every job once
