@@ -269,6 +269,7 @@ class RunnerGroup:
         retry_at: dict[int, float] = {}
         more: set[int] = set()
         yielded: set[int] = set()  # runners that gave way last round: not again this one
+        left: dict[int, _Batch] = {}  # the batches they had been read
         try:
             while not stop.is_set():
                 if time.monotonic() - checked >= self.OWNERSHIP_CHECK_SECONDS:
@@ -285,7 +286,15 @@ class RunnerGroup:
                         runner._next_poll = polled + runner.poll_seconds
                         more.discard(id(runner))
                         due.append(runner)
-                read: dict[int, _Batch | None] = {}
+                # a batch read for a runner that then gave way is still its next one (not read
+                # and decoded again) while the runner stands where it was read from
+                read: dict[int, _Batch | None] = {
+                    id(r): left[id(r)]
+                    for r in due
+                    if id(r) in left and left[id(r)].start == r._position
+                }
+                carried = set(read)  # read before the writes that woke this round: read on
+                left = {}
                 gave_way = yielded
                 yielded = set()
                 for index, runner in enumerate(due):
@@ -298,11 +307,13 @@ class RunnerGroup:
                         # that goes first, and the rest of this round right after it
                         yielded = {id(r) for r in due[index:]}
                         more.update(yielded)
+                        left = {k: b for k in yielded if (b := read.get(k)) is not None}
                         break
                     if id(runner) not in read and not _makes_events(runner):
                         # read now, after the runners before it wrote (the fan-out's
                         # deliveries reach the delivery queue in the same round)
-                        read.update(self._read_together(due[index:], retry_at))
+                        unread = [r for r in due[index:] if id(r) not in read]
+                        read.update(self._read_together(unread, retry_at))
                     if retry_at.get(id(runner), 0.0) > polled:
                         continue  # the read for it failed
                     try:
@@ -314,7 +325,7 @@ class RunnerGroup:
                             applied = batch.entries
                         else:
                             applied = runner.run_once()
-                        if applied >= runner.batch_size:
+                        if applied >= runner.batch_size or id(runner) in carried:
                             more.add(id(runner))
                     except LostOwnership:
                         log.warning("projection %s: another runner moved first", runner.name)

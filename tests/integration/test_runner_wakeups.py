@@ -358,11 +358,13 @@ class Gated(Recording):
         self.order = order
         self.entered: queue.Queue[None] = queue.Queue()
         self.proceed: queue.Queue[None] = queue.Queue()
+        self.holding = True
 
     def prepare(self, store, events) -> None:
         self.order.append(self.name)
-        self.entered.put(None)
-        self.proceed.get(timeout=SLOW)
+        if self.holding:
+            self.entered.put(None)
+            self.proceed.get(timeout=SLOW)
 
 
 class Ordered(Recording):
@@ -412,3 +414,54 @@ def test_a_runner_ahead_woken_mid_round_goes_next_and_the_rest_give_way_once(
     # then last, which gave way once already; then front, gated
     assert order[:6] == ["front", "gated", "front", "gated", "last", "front"], order
     assert len(last.seen) == len(front.seen) == 3  # each saw every job once
+
+
+def test_a_batch_read_before_giving_way_is_not_read_again_and_the_runner_reads_on(
+    ledger: JobLedger, store
+) -> None:
+    """[front, gated, last] stand at the same position, so one read serves all three. A job
+    written inside `gated`'s batch makes `last` give way: it applies the batch read for it
+    (the log is not read from there again), then reads on to the job written meanwhile, with
+    no further write or poll to wake it."""
+    topics = frozenset({Job.JobCreated.TOPIC})
+    order: list[str] = []
+    front, last = Ordered("front", topics, order), Ordered("last", topics, order)
+    gated = Gated("gated", topics, order)
+    runners = [ProjectionRunner(ledger, store, p, poll_seconds=SLOW) for p in (front, gated, last)]
+    ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="0", actor="a")
+    gated.holding = False
+    for runner in runners:
+        runner.setup()
+        runner.catch_up()
+    start = ledger.recorder.max_notification_id()
+    order.clear()
+    reads: list[int] = []
+    select = ledger.recorder.select_notifications
+
+    def counted(after, *args, **kwargs):
+        reads.append(after)
+        return select(after, *args, **kwargs)
+
+    ledger.recorder.select_notifications = counted  # type: ignore[method-assign]
+    group = RunnerGroup(runners)
+    ledger.saved_listeners.append(group.notify)
+    stop = threading.Event()
+    thread = threading.Thread(target=group.run, args=(stop,), kwargs={"listen": False})
+    gated.holding = True
+    try:
+        ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="a", actor="a")
+        thread.start()
+        gated.entered.get(timeout=SLOW)
+        gated.holding = False
+        ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="b", actor="a")
+        gated.proceed.put(None)
+        head = ledger.recorder.max_notification_id()
+        wait_for(lambda: all(r.position() >= head for r in runners), "a runner stopped short")
+    finally:
+        stop.set()
+        group.notify()
+        gated.proceed.put(None)
+        thread.join(timeout=10)
+    assert order[:4] == ["front", "gated", "front", "gated"], order
+    assert reads.count(start) == 1, reads  # one read from there, for all three
+    assert len(last.seen) == len(front.seen) == 3
