@@ -142,6 +142,8 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
+            # on the session, not per request: aiohttp rebuilds a per-request set every time
+            skip_auto_headers=("Accept-Encoding", "User-Agent", "Accept", "Content-Type"),
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -213,7 +215,6 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
             allow_redirects=False,
             compress=None,
             timeout=timeout,
-            skip_auto_headers=("Accept-Encoding", "User-Agent", "Accept", "Content-Type"),
         )
 
     async def aclose(self) -> None:

@@ -8,7 +8,8 @@ first, it is decided again on the fresh state, up to `COMMAND_RETRIES` times.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
@@ -61,6 +62,32 @@ class AggregateCommands(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return aggregate if isinstance(aggregate, kind) else None
+
+    def _load_many(self, aggregate_ids: Sequence[UUID], kind: type[A]) -> dict[UUID, A]:
+        """The aggregates of this kind among the ids (absent: not found, or another kind)."""
+        found = self.aggregates_at(dict.fromkeys(aggregate_ids))
+        return {i: a for i, a in found.items() if isinstance(a, kind)}
+
+    def aggregates_at(self, versions: Mapping[UUID, int | None]) -> dict[UUID, Any]:
+        """Each aggregate as it was at the version given (None: now), of any kind, in one read
+        of the store when its recorder can (`select_events_of`), else one read each. An id
+        with no event up to there is left out."""
+        select_many = getattr(self.recorder, "select_events_of", None)
+        found: dict[UUID, Any] = {}
+        if select_many is None:
+            for aggregate_id, version in versions.items():
+                with contextlib.suppress(AggregateNotFoundError), store_errors():
+                    found[aggregate_id] = self.repository.get(aggregate_id, version=version)
+            return found
+        with store_errors():
+            stored = select_many(list(versions))
+        for record in stored:
+            limit = versions[record.originator_id]
+            if limit is not None and record.originator_version > limit:
+                continue
+            event: Any = self.mapper.to_domain_event(record)
+            found[event.originator_id] = event.mutate(found.get(event.originator_id))
+        return found
 
     def _update_aggregate(
         self,

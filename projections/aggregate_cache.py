@@ -74,16 +74,24 @@ class AggregateCache:
         firsts: dict[UUID, Any] = {}
         for event in events:
             firsts.setdefault(event.originator_id, event)
+        missing: dict[UUID, int] = {}
         for event in firsts.values():
             if event.originator_version == 1:
                 continue
             cached = self._items.get(event.originator_id)
             if cached is not None and cached.version == event.originator_version - 1:
                 continue
-            self._items[event.originator_id] = self._before(event)
-            self._items.move_to_end(event.originator_id)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            missing[event.originator_id] = event.originator_version - 1
+        if not missing:
+            return
+        # one read of the ledger for all of them (left out: not found; `apply` then raises)
+        for aggregate_id, aggregate in self.ledger.aggregates_at(missing).items():
+            if aggregate.version != missing[aggregate_id]:
+                continue
+            self._items[aggregate_id] = aggregate
+            self._items.move_to_end(aggregate_id)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
 
     def _before(self, event: Any) -> Any:
         if event.originator_version == 1:

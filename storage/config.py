@@ -83,6 +83,7 @@ class Database:
                 PERSISTENCE_MODULE="eventsourcing.sqlite",
                 SQLITE_DBNAME=self.path,
                 SQLITE_LOCK_TIMEOUT="30",
+                APPLICATION_RECORDER_TOPIC="storage.recorder:SQLiteRecorder",
             )
         return env
 

@@ -81,3 +81,35 @@ def test_the_job_status_rows_stay_exact_while_finished_jobs_leave_the_cache(ledg
             assert orjson.loads(doc) == ledger.get_job(job_id).status()
     finally:
         store.close()
+
+
+def test_a_batch_preloads_every_aggregate_it_misses_in_one_read(ledger, monkeypatch):
+    def new(key: str):
+        return ledger.create_job(
+            make_new_job(), tenant_id="t", idempotency_key=key, actor="key:a"
+        ).job.id
+
+    jobs = [new(f"k{i}") for i in range(3)]
+    for job_id in jobs:
+        ledger.schedule(job_id)
+    position = ledger.recorder.max_notification_id()
+    for job_id in jobs:
+        ledger.cancel(job_id, actor="key:a")
+    reads: list[list] = []
+    select_events_of = ledger.recorder.select_events_of
+
+    def counted(ids):
+        reads.append(sorted(ids))
+        return select_events_of(ids)
+
+    monkeypatch.setattr(ledger.recorder, "select_events_of", counted)
+    cache = AggregateCache(ledger, settled=lambda job: job.is_final)
+    batch = _log(ledger, position)
+    cache.preload(batch)
+    assert reads == [sorted(jobs)]
+    # each as it was just before the batch's event, not as it is now (canceled)
+    assert {cache._items[j].version for j in jobs} == {2}
+    assert all(cache._items[j].state == "scheduled" for j in jobs)
+    applied = [cache.apply(event) for event in batch]
+    assert len(reads) == 1  # apply found every one of them
+    assert [job.status() for job in applied] == [ledger.get_job(j).status() for j in jobs]

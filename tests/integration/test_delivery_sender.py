@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -151,6 +152,66 @@ def test_an_attempt_whose_round_the_store_refused_is_recorded_on_its_own(
     assert final.attempts == 1
     assert [e.receipt["status_code"] for e in env.ledger.delivery_attempts(delivery.id)] == [200]
     assert len(receiver.requests_for("/a")) == 1
+
+
+def _sender_reads(env, monkeypatch, *, fail_together: bool = False) -> dict[str, list]:
+    """Spy on how the sender's threads read deliveries: together (`get_deliveries`) or alone
+    (`get_delivery`); the test's own reads are not counted."""
+    reads: dict[str, list] = {"together": [], "alone": []}
+    together, alone = env.ledger.get_deliveries, env.ledger.get_delivery
+
+    def by_sender() -> bool:
+        return threading.current_thread().name.startswith("delivery-ledger")
+
+    def read_together(ids):
+        if by_sender():
+            reads["together"].append(list(ids))
+            if fail_together:
+                raise StoreUnavailable("test: the store went away")
+        return together(ids)
+
+    def read_alone(delivery_id, **kwargs):
+        if by_sender():
+            reads["alone"].append(delivery_id)
+        return alone(delivery_id, **kwargs)
+
+    monkeypatch.setattr(env.ledger, "get_deliveries", read_together)
+    monkeypatch.setattr(env.ledger, "get_delivery", read_alone)
+    return reads
+
+
+def test_a_claim_pass_reads_its_deliveries_together(make_env, webhook_receiver, monkeypatch):
+    env = make_env()
+    receiver = webhook_receiver()
+    reads = _sender_reads(env, monkeypatch)
+    registered = env.endpoint(receiver.url("/a"), max_in_flight=16)
+    for i in range(12):
+        env.job(f"job-{i}")
+    wait_until(lambda: len(env.attempts_sent()) >= 12, "12 webhooks sent")
+    assert all(s.succeeded and s.recorded for s in env.attempts_sent())
+    assert reads["alone"] == []
+    read = [i for ids in reads["together"] for i in ids]
+    assert sorted(read) == sorted(s.delivery_id for s in env.attempts_sent())
+    assert len(reads["together"]) < 12  # passes, not deliveries
+    assert len(receiver.requests_for("/a")) == 12
+    assert all(d.state == DeliveryState.SUCCEEDED for d in env.deliveries(registered.endpoint.id))
+
+
+def test_when_the_pass_cannot_read_its_deliveries_each_attempt_reads_its_own(
+    make_env, webhook_receiver, monkeypatch
+):
+    env = make_env()
+    receiver = webhook_receiver()
+    reads = _sender_reads(env, monkeypatch, fail_together=True)
+    registered = env.endpoint(receiver.url("/a"), max_in_flight=16)
+    for i in range(3):
+        env.job(f"job-{i}")
+    wait_until(lambda: len(env.attempts_sent()) >= 3, "3 webhooks sent")
+    assert reads["together"]
+    assert sorted(reads["alone"]) == sorted(s.delivery_id for s in env.attempts_sent())
+    assert all(s.succeeded and s.recorded for s in env.attempts_sent())
+    assert len(receiver.requests_for("/a")) == 3
+    assert all(d.state == DeliveryState.SUCCEEDED for d in env.deliveries(registered.endpoint.id))
 
 
 def test_dead_letter_after_the_schedule_then_manual_retry_delivers(make_env, webhook_receiver):

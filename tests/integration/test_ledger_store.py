@@ -299,3 +299,25 @@ def test_start_attempts_starts_the_due_jobs_in_one_transaction(ledger, clock) ->
     assert ledger.get_job(not_due).state == JobState.SCHEDULED
     # a second worker's batch finds them running: nothing is started twice
     assert ledger.start_attempts(ids[:3], worker_id="worker:w2", lease_seconds=30) == []
+
+
+def test_aggregates_read_together_are_those_read_one_by_one(ledger, clock) -> None:
+    """`aggregates_at` (one read of the store for many aggregates) against the library's
+    one-aggregate read: latest versions, a version in the past, an unknown id left out."""
+    from uuid import uuid4
+
+    ids = [
+        ledger.create_job(make_new_job(), tenant_id="t", idempotency_key=k, actor="key:a").job.id
+        for k in ("a", "b", "c")
+    ]
+    run_to_failure(ledger, ids[0], clock)
+    ledger.cancel(ids[1], actor="key:a")
+    unknown = uuid4()
+    found = ledger.aggregates_at({ids[0]: None, ids[1]: 1, ids[2]: None, unknown: None})
+    assert set(found) == set(ids)
+    assert found[ids[0]].version == 4 and found[ids[0]].status() == ledger.get_job(ids[0]).status()
+    past = ledger.repository.get(ids[1], version=1)
+    assert found[ids[1]].version == 1 and found[ids[1]].status() == past.status()
+    assert found[ids[1]].state is JobState.QUEUED  # not its latest: canceled
+    assert found[ids[2]].status() == ledger.get_job(ids[2]).status()
+    assert ledger.get_deliveries([ids[0], unknown]) == {}  # jobs are not deliveries
