@@ -57,7 +57,7 @@ from bench.support import (
 from delivery.sender import SentAttempt
 from delivery.signing import message_id, new_secret, webhook_headers
 from jobledger.bootstrap import Service
-from jobledger.delivery_role import DeliveryRole
+from jobledger.delivery_role import DeliveryRole, event_loop_factory
 from jobledger.read_models import ReadModels
 from ledger.clock import iso_z
 from ledger.endpoint import EndpointSettings
@@ -208,7 +208,8 @@ async def _bare(receiver_url: str, bodies: list[bytes], concurrency: int) -> flo
 
 def bare_rate(receiver_url: str, bodies: list[bytes], concurrency: int = 64) -> float:
     """Figure 2, baseline: the fastest client (aiohttp) + Standard Webhooks signing."""
-    return asyncio.run(_bare(receiver_url, bodies, concurrency))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # the sender's loop
+        return runner.run(_bare(receiver_url, bodies, concurrency))
 
 
 def latency(url: str, quick: bool) -> tuple[list[float], int]:

@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 
 import httpx
 
@@ -23,6 +24,17 @@ from delivery.sender import Sender, SenderConfig
 from jobledger.bootstrap import Service
 from jobledger.read_models import ReadModels
 from storage.sql import SqlStore
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (every platform but Windows): the sender's loop
+    does about a third of the process's work per webhook (aiohttp, tasks, thread hand-offs)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
 
 log = logging.getLogger("jobledger")
 
@@ -90,7 +102,8 @@ class DeliveryRole:
         """Run the sender's loop in this thread until `stop` is set; in-flight sends finish
         (or are cut short after the drain period: their leases are released)."""
         try:
-            asyncio.run(self.sender.run(stop))
+            with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+                runner.run(self.sender.run(stop))
         finally:
             self.close()
 

@@ -6,6 +6,7 @@ Signatures are checked with the `standardwebhooks` reference library. Every wait
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -195,6 +196,19 @@ def test_a_claim_pass_reads_its_deliveries_together(make_env, webhook_receiver, 
     assert len(reads["together"]) < 12  # passes, not deliveries
     assert len(receiver.requests_for("/a")) == 12
     assert all(d.state == DeliveryState.SUCCEEDED for d in env.deliveries(registered.endpoint.id))
+
+
+def test_the_delivery_role_sends_on_uvloop(make_env, webhook_receiver):
+    env = make_env()
+    receiver = webhook_receiver()
+    loops: list[str] = []
+    env.sender.attempt_finished.append(
+        lambda sent: loops.append(type(asyncio.get_running_loop()).__module__)
+    )
+    env.endpoint(receiver.url("/a"))
+    env.job("job-1")
+    wait_until(lambda: loops, "a webhook sent")
+    assert loops[0].startswith("uvloop")
 
 
 def test_when_the_pass_cannot_read_its_deliveries_each_attempt_reads_its_own(
