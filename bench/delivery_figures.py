@@ -8,6 +8,8 @@
   start to the last attempt recorded. Baseline: the fastest client of the comparison at
   concurrency 64 plus Standard Webhooks signing (`delivery.signing`), the same number of
   requests with the same bodies to the same receiver.
+- Figure 2 again across two delivery processes (`processes_rate`): how far scaling out goes
+  on this machine.
 - Figure 3, state change to webhook: `ledger serve --role delivery` runs in its own process;
   this process creates jobs at 100/s for a bounded time and notes when each `create_job`
   returned (committed); the receiver notes when its `job.queued` webhook arrived. The path:
@@ -33,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import aiohttp
@@ -185,6 +188,88 @@ def sender_rate(url: str, receiver_url: str, total: int) -> tuple[float, list[by
         service.close()
 
 
+def _delivery_process(url: str, errors: Any) -> subprocess.Popen[bytes]:
+    """`ledger serve --role delivery` on the bench schema (its log to `errors`)."""
+    env = {
+        **os.environ,
+        "LEDGER_DATABASE_URL": url,
+        "LEDGER_SECRET_KEY": BENCH_KEY,
+        "LEDGER_ALLOW_PRIVATE_TARGETS": "true",
+        "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
+    }
+    ledger_bin = str(Path(sys.executable).parent / "ledger")
+    return subprocess.Popen(  # noqa: S603 - our own command
+        [ledger_bin, "serve", "--role", "delivery"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=errors,
+    )
+
+
+def processes_rate(url: str, total: int, processes: int = 2) -> tuple[float, float]:
+    """Figure 2 across `processes` delivery processes (`ledger serve --role delivery`, as an
+    operator scales out): (deliveries/s, CPU ms per delivery over those processes).
+
+    The deliveries are made first; the processes then start, catch their views up and send.
+    The endpoint's cap is 64 / `processes` in flight per process, so no more requests are in
+    flight than in the single-process figure and the baseline. The rate is taken at the
+    receiver, from the first webhook's arrival to the last one's (the processes' start-up is
+    not counted), and every attempt must then be recorded in the ledger as a success."""
+    service = bench_service(url, allow_private_targets=True)
+    with running_receiver(record=True) as receiver:
+        ledger = service.ledger
+        tenant_id = str(ledger.create_tenant("bench", actor="admin:bench").tenant.id)
+        endpoint_id = ledger.register_endpoint(
+            tenant_id,
+            EndpointSettings(
+                url=receiver.url, event_types=("job.queued",), max_in_flight=64 // processes
+            ),
+            actor="key:bench",
+        ).endpoint.id
+        _make_deliveries(service, tenant_id, endpoint_id, total)
+        logs = [tempfile.TemporaryFile() for _ in range(processes)]  # noqa: SIM115 - closed below
+        started = [_delivery_process(url, errors) for errors in logs]
+        try:
+            _wait(lambda: receiver.count() >= total, f"{total} webhooks", 300)
+            schema = url.split("schema=")[1]
+            with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
+
+                def succeeded() -> bool:
+                    row = conn.execute(
+                        f"SELECT count(*) FROM {schema}.delivery_queue WHERE state = 'succeeded'"
+                    ).fetchone()
+                    return row is not None and int(row[0]) >= total
+
+                _wait(succeeded, f"{total} attempts recorded as successes", 120)
+            cpu = sum(cpu_seconds(process.pid) for process in started)
+            arrivals = sorted(t for t, _ in receiver.received())
+        except RuntimeError:
+            for errors in logs:
+                errors.seek(0)
+                sys.stderr.write(errors.read()[-2000:].decode(errors="replace"))
+            raise
+        finally:
+            for process in started:
+                process.terminate()
+            for process in started:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            for errors in logs:
+                errors.close()
+            service.close()
+    rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    log.info(
+        "%d processes: %d webhooks at %.0f/s, %.2f ms CPU each (start-up included)",
+        processes,
+        len(arrivals),
+        rate,
+        cpu * 1000 / total,
+    )
+    return rate, cpu * 1000 / total
+
+
 async def _bare(receiver_url: str, bodies: list[bytes], concurrency: int) -> float:
     secret = new_secret()
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -333,16 +418,29 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
             log.info("checkpoint before the delivery figure: %.1f s", checkpoint())
             ours, bodies = sender_rate(url, receiver.url, total)
         bare = bare_rate(receiver.url, bodies)
-    figures.append(
+    with pg_schema() as (url, _):
+        log.info("checkpoint before the two-process delivery figure: %.1f s", checkpoint())
+        scaled, scaled_cpu = processes_rate(url, total, 2)
+    bare_name = "bare aiohttp (64 in flight) + HMAC signing, same receiver"
+    figures += [
         Figure(
             f"webhook delivery, {total} pending, signed + attempt recorded (PostgreSQL)",
             "deliveries/s",
             ours,
-            "bare aiohttp (64 in flight) + HMAC signing, same receiver",
+            bare_name,
             bare,
             0.5,
-        )
-    )
+        ),
+        Figure(
+            f"same, 2 processes `ledger serve --role delivery`, 32 in flight each, first to last "
+            f"arrival ({scaled_cpu:.2f} ms CPU per delivery, start-up included)",
+            "deliveries/s",
+            scaled,
+            bare_name,
+            bare,
+            0.5,
+        ),
+    ]
     with pg_schema() as (url, _):
         log.info("checkpoint before the latency figure: %.1f s", checkpoint())
         latencies, total = latency(url, quick)
@@ -372,7 +470,8 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
 
 
 def main() -> int:
-    """`python -m bench.delivery_figures [--quick] throughput|latency`: one figure alone."""
+    """`python -m bench.delivery_figures [--quick] throughput|latency|processes N`: one figure
+    alone."""
     quick = "--quick" in sys.argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if "latency" in sys.argv:
@@ -382,6 +481,10 @@ def main() -> int:
             f"{len(latencies)}/{total} p50 {statistics.median(latencies):.1f} ms "
             f"p99 {percentile(latencies, 0.99):.1f} ms max {latencies[-1]:.1f} ms"
         )
+    elif "processes" in sys.argv:
+        with pg_schema() as (url, _):
+            rate, cpu_ms = processes_rate(url, 500 if quick else 5000, int(sys.argv[-1]))
+        print(f"{sys.argv[-1]} processes {rate:,.0f}/s, {cpu_ms:.2f} ms CPU per delivery")
     else:
         total = 500 if quick else 5000
         with running_receiver() as receiver:
