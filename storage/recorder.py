@@ -1,5 +1,6 @@
-"""The event recorders: the library's, plus the topics of each write in PostgreSQL's NOTIFY
-and one read of many aggregates' events (`select_events_of`).
+"""The event recorders: the library's, plus the topics of each write in PostgreSQL's NOTIFY,
+a cheaper insert on PostgreSQL (plain arrays in binary), and one read of many aggregates'
+events (`select_events_of`).
 
 eventsourcing's recorder sends a bare `NOTIFY <channel>` with every write, so a listener only
 learns that something was written. Every projection runner in every process then woke and
@@ -43,6 +44,18 @@ def written_topics(payload: str) -> frozenset[str] | None:
 
 
 class TopicNotifyingRecorder(PostgresApplicationRecorder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The library sends one array of a composite type, which psycopg dumps field by field
+        # in Python (about 22 us per event at 100 a save); four arrays of plain types in
+        # binary are dumped in C (about 5 us; 21 against 42 us at 10 a save). Same rows, same
+        # order, same RETURNING.
+        self.insert_columns_statement = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::uuid[], %b::int8[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
@@ -52,8 +65,20 @@ class TopicNotifyingRecorder(PostgresApplicationRecorder):
             (self.channel_name, topics_payload(e.topic for e in stored_events)),
             prepare=True,
         )
-        # The aggregate recorder's insert: the application recorder's would NOTIFY again.
-        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
+        if self.datastore.originator_id_type != "uuid":  # (ours are; the library's path else)
+            # The aggregate recorder's insert: the application recorder's would NOTIFY again.
+            PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
+            return
+        curs.execute(
+            self.insert_columns_statement,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+            prepare=True,
+        )
 
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of these aggregates, by aggregate then version."""

@@ -321,3 +321,29 @@ def test_aggregates_read_together_are_those_read_one_by_one(ledger, clock) -> No
     assert found[ids[1]].state is JobState.QUEUED  # not its latest: canceled
     assert found[ids[2]].status() == ledger.get_job(ids[2]).status()
     assert ledger.get_deliveries([ids[0], unknown]) == {}  # jobs are not deliveries
+
+
+def test_one_save_of_many_aggregates_gives_each_event_its_own_position(ledger) -> None:
+    """The recorder's insert (on PostgreSQL four plain arrays, not the library's composite
+    array): every event stored as saved, and each aggregate told the log positions that hold
+    its own events; a key used before refuses the whole save."""
+    jobs = [
+        ledger.new_job(make_new_job(), tenant_id="t", idempotency_key=f"k{i}", actor="key:a")
+        for i in range(5)
+    ]
+    head = ledger.recorder.max_notification_id() or 0
+    created = ledger.create_jobs(jobs)
+    notes = ledger.recorder.select_notifications(head, 100, inclusive_of_start=False)
+    assert len(notes) == 5 and [n.id for n in notes] == sorted(n.id for n in notes)
+    by_position = {n.id: n for n in notes}
+    for job, result in zip(jobs, created, strict=True):
+        (position,) = result.positions
+        note = by_position[position]
+        assert (note.originator_id, note.originator_version) == (job.id, 1)
+        assert ledger.mapper.to_domain_event(note).originator_id == job.id
+        assert ledger.get_job(job.id).status() == result.job.status()
+    again = ledger.new_job(make_new_job(), tenant_id="t", idempotency_key="k0", actor="key:a")
+    fresh = ledger.new_job(make_new_job(), tenant_id="t", idempotency_key="new", actor="key:a")
+    replay, made = ledger.create_jobs([again, fresh])
+    assert not replay.created and made.created  # refused as one save, then saved one by one
+    assert events_in_log(ledger) == 6
