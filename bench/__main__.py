@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -58,8 +59,8 @@ from bench.support import (
 )
 from delivery.signing import new_secret, sign
 from jobledger.bootstrap import Service
-from projections.registry import live, shadow
-from projections.runner import ProjectionRunner, rebuild
+from projections.registry import live, shadow, tracked_names
+from projections.runner import TRACKING_TABLE, ProjectionRunner, rebuild
 from storage.sql import SqlStore
 
 
@@ -191,9 +192,59 @@ def child(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[None
             process.kill()
 
 
-def _api_run(url: str, total: int, *serve_args: str) -> tuple[Result, Result, str]:
+@contextmanager
+def projector(url: str, env: dict[str, str]) -> Iterator[None]:
+    """`ledger serve --role projector` on the schema, once it owns every view (their advisory
+    locks): a serving process started after it stands by and runs none of them."""
+    ledger = str(Path(sys.executable).parent / "ledger")
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [ledger, "serve", "--role", "projector"],
+        env={**os.environ, **env, "LEDGER_DATABASE_URL": url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    names = tracked_names()
+    schema = url.split("schema=")[1]
+    try:
+        deadline = time.monotonic() + 300
+        with psycopg.connect(BASE_URL, autocommit=True) as conn:
+            head = conn.execute(f"SELECT max(notification_id) FROM {schema}.ledger_events")
+            target = int((head.fetchone() or (0,))[0] or 0)
+            while True:  # it owns every view and has caught them up with the log
+                locks = conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                ).fetchone()
+                at = conn.execute(
+                    f"SELECT min(position), count(*) FROM {schema}.{TRACKING_TABLE} "
+                    "WHERE name = ANY(%s)",
+                    (names,),
+                ).fetchone()
+                if (
+                    locks is not None
+                    and int(locks[0]) >= len(names)
+                    and at is not None
+                    and int(at[1]) == len(names)
+                    and int(at[0]) >= target
+                ):
+                    break
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the projector did not take and catch up its views")
+                time.sleep(0.2)
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _api_run(
+    url: str, total: int, *serve_args: str, with_projector: bool = False
+) -> tuple[Result, Result, str]:
     """`ledger serve --role api *serve_args` hammered with creates, then with reads of one job:
-    (creates, reads, that job's id)."""
+    (creates, reads, that job's id). `with_projector`: the views run in a projector process
+    started first (the API process only serves)."""
     port = free_port()
     env = {
         "LEDGER_DATABASE_URL": url,
@@ -207,7 +258,10 @@ def _api_run(url: str, total: int, *serve_args: str) -> tuple[Result, Result, st
     base = f"http://127.0.0.1:{port}"
     ledger = str(Path(sys.executable).parent / "ledger")
     command = [ledger, "serve", "--role", "api", "--port", str(port), *serve_args]
-    with child(command, env, f"{base}/healthz"):
+    with contextlib.ExitStack() as stack:
+        if with_projector:
+            stack.enter_context(projector(url, env))
+        stack.enter_context(child(command, env, f"{base}/healthz"))
         tenant = httpx.post(
             f"{base}/v1/tenants",
             json={"name": "bench"},
@@ -227,11 +281,13 @@ def _api_run(url: str, total: int, *serve_args: str) -> tuple[Result, Result, st
 
 
 def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
-    """Create-job API and status reads at 32 clients against `ledger serve --role api`, in one
-    serving process and in two (`--processes 2`)."""
+    """Create-job API and status reads at 32 clients against `ledger serve --role api`: in one
+    serving process, in two (`--processes 2`), and in one beside a projector process that
+    runs the views (which a lone API process runs itself)."""
     total = 2000 if quick else 10000
     creates, reads, job_id = _api_run(url, total)
     creates_2, reads_2, _ = _api_run(url, total, "--processes", "2")
+    creates_p, reads_p, _ = _api_run(url, total, with_projector=True)
     schema = url.split("schema=")[1]
     baseline_port = free_port()
     with child(
@@ -284,6 +340,24 @@ def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
             f"{reads_2.errors} errors)",
             "req/s",
             reads_2.rate,
+            plain_name,
+            plain.rate,
+            0.7,
+        ),
+        Figure(
+            f"POST /v1/jobs, 32 clients, views in a `--role projector` process (p99 "
+            f"{creates_p.p99_ms:.0f} ms, {creates_p.errors} errors)",
+            "jobs/s",
+            creates_p.rate,
+            raw_name,
+            raw_rate,
+            0.5,
+        ),
+        Figure(
+            f"GET /v1/jobs/{{id}}, 32 clients, views in a `--role projector` process (p99 "
+            f"{reads_p.p99_ms:.1f} ms, {reads_p.errors} errors)",
+            "req/s",
+            reads_p.rate,
             plain_name,
             plain.rate,
             0.7,
