@@ -208,17 +208,26 @@ def projector(url: str, env: dict[str, str]) -> Iterator[None]:
     try:
         deadline = time.monotonic() + 300
         with psycopg.connect(BASE_URL, autocommit=True) as conn:
-            head = conn.execute(f"SELECT max(notification_id) FROM {schema}.ledger_events")
-            target = int((head.fetchone() or (0,))[0] or 0)
+            head = conn.execute(
+                "SELECT CASE WHEN to_regclass(%s) IS NULL THEN 0 ELSE -1 END",
+                (f"{schema}.ledger_events",),
+            ).fetchone()
+            target = 0
+            if head is not None and head[0] == -1:
+                found = conn.execute(f"SELECT max(notification_id) FROM {schema}.ledger_events")
+                target = int((found.fetchone() or (0,))[0] or 0)
             while True:  # it owns every view and has caught them up with the log
                 locks = conn.execute(
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
                 ).fetchone()
-                at = conn.execute(
-                    f"SELECT min(position), count(*) FROM {schema}.{TRACKING_TABLE} "
-                    "WHERE name = ANY(%s)",
-                    (names,),
-                ).fetchone()
+                try:
+                    at = conn.execute(
+                        f"SELECT min(position), count(*) FROM {schema}.{TRACKING_TABLE} "
+                        "WHERE name = ANY(%s)",
+                        (names,),
+                    ).fetchone()
+                except psycopg.errors.UndefinedTable:  # not set up yet
+                    at = None
                 if (
                     locks is not None
                     and int(locks[0]) >= len(names)

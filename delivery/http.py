@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 import time
 from collections.abc import Iterator, Mapping
@@ -125,16 +126,14 @@ async def _post_direct(
     then ours, host and length), the same deadline, excerpt and error classes."""
     answer = _Answer({**DEFAULT_HEADERS, **headers, **EXTRA_HEADERS})
     with answer.failures():
-        parsed = httpx.URL(url)  # normalised as httpx sends it (IDNA, default port dropped)
+        host, target = _normalised(url)
         answer.request_headers = {
-            "host": parsed.netloc.decode("ascii"),
+            "host": host,
             **answer.request_headers,
             "content-length": str(len(body)),
         }
         async with asyncio.timeout(timeout):
-            response = await transport.open(
-                METHOD, str(parsed), answer.request_headers, body, timeout
-            )
+            response = await transport.open(METHOD, target, answer.request_headers, body, timeout)
             try:
                 answer.status = response.status
                 answer.reason = response.reason or ""
@@ -150,6 +149,15 @@ async def _post_direct(
                 else:
                     response.close()
     return answer.exchange(url, body, timeout)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised(url: str) -> tuple[str, str]:
+    """(Host header, URL) as httpx sends them (IDNA, default port dropped); remembered: the
+    sender posts to its endpoints' few URLs again and again (`httpx.InvalidURL` is raised
+    each time, not kept)."""
+    parsed = httpx.URL(url)
+    return parsed.netloc.decode("ascii"), str(parsed)
 
 
 @dataclass

@@ -36,6 +36,7 @@ redirects, use proxies from the environment, or allow a metadata address in any 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -184,7 +185,13 @@ class TargetPolicy:
         return address
 
     def check_url(self, url: str) -> ParsedTarget:
-        """Check everything that can be checked without DNS; RefusedTarget with the reason."""
+        """Check everything that can be checked without DNS; RefusedTarget with the reason.
+        A function of the URL and `allow_private` alone, so an accepted URL's answer is
+        remembered (`_accepted`: the sender checks its endpoints' few URLs on every attempt,
+        and parsing one cost about a tenth of the sender's loop)."""
+        return _accepted(url, self.allow_private)
+
+    def _check_url(self, url: str) -> ParsedTarget:
         if len(url) > MAX_URL_LENGTH:
             raise RefusedTarget(f"the URL is longer than {MAX_URL_LENGTH} characters")
         try:
@@ -331,3 +338,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+@functools.lru_cache(maxsize=4096)
+def _accepted(url: str, allow_private: bool) -> ParsedTarget:
+    """`TargetPolicy.check_url` for URLs it accepts (a refusal raises, and is not kept)."""
+    return TargetPolicy(allow_private=allow_private)._check_url(url)

@@ -121,6 +121,23 @@ def test_check_url_returns_the_normalised_parts() -> None:
     assert STRICT.check_url("https://münchen.example/").host == "xn--mnchen-3ya.example"
 
 
+def test_a_remembered_answer_is_the_policy_s_own_and_refusals_are_not_remembered() -> None:
+    """`check_url` keeps accepted URLs' answers: each policy gets its own, in either order,
+    and a refused URL is refused on every call."""
+    url = "http://127.0.0.1:8080/hooks"
+    assert DEV.check_url(url).address == ipaddress.ip_address("127.0.0.1")
+    for _ in range(2):
+        with pytest.raises(RefusedTarget, match="plain http"):
+            STRICT.check_url(url)
+    assert DEV.check_url(url) == DEV.check_url(url)
+    other = "http://10.1.2.3/x"
+    with pytest.raises(RefusedTarget):
+        STRICT.check_url(other)
+    assert DEV.check_url(other).host == "10.1.2.3"
+    with pytest.raises(RefusedTarget):
+        STRICT.check_url(other)
+
+
 def test_refused_target_has_a_reason_and_a_default_message() -> None:
     assert RefusedTarget("nope").reason == "nope"
     assert str(RefusedTarget()) == "This webhook target is not allowed."
