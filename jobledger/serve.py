@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -146,7 +147,7 @@ def start_serving_process(
     attempt = 1
     while True:
         try:
-            return ServingProcess(settings, role)
+            process = ServingProcess(settings, role)
         except Exception as error:
             if not is_unreachable(error):
                 raise
@@ -167,6 +168,11 @@ def start_serving_process(
             sleep(wait)
             delay = min(delay * 2, STARTUP_MAX_RETRY_SECONDS)
             attempt += 1
+            continue
+        # What start-up made (modules, schemas, pools) lives as long as the process: out of
+        # the collector's sight, so its full collections walk only what requests make.
+        gc.freeze()
+        return process
 
 
 def root_cause(error: BaseException) -> str:
