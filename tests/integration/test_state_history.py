@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from ledger.job import TRANSITIONS, JobState
 from projections.runner import ProjectionRunner
 from projections.state_history import JobStateHistoryProjection, hour_of, state_history
@@ -31,13 +33,18 @@ def oracle(ledger, tenant: str | None) -> dict[str, dict[str, int]]:
     return at_end
 
 
-def test_counts_at_the_end_of_each_hour_match_the_log(ledger, service, clock) -> None:
+@pytest.mark.parametrize("batch_size", [1, 7])
+def test_counts_at_the_end_of_each_hour_match_the_log(ledger, service, clock, batch_size) -> None:
+    """Batches of one event, and of 7 that often span hours (the workload's clock steps up to
+    4000 s); a restart between the two workloads."""
     store = SqlStore(service.database)
     try:
-        runner = ProjectionRunner(ledger, store, JobStateHistoryProjection(), batch_size=7)
+        projection = JobStateHistoryProjection()
+        runner = ProjectionRunner(ledger, store, projection, batch_size=batch_size)
         runner.setup()
         random_workload(ledger, clock, seed=31, jobs=15)  # clock steps of up to 4000 s
         runner.catch_up()
+        projection.forget()  # as after a restart: the counts are read back from the view
         random_workload(ledger, clock, seed=32, jobs=10)
         runner.catch_up()
         now = clock.now() + timedelta(hours=2)  # two quiet hours at the end carry forward
