@@ -649,7 +649,7 @@ class Sender:
             return [], next_due
         try:
             found = self.ledger.get_deliveries([lease.delivery_uuid for lease in leases])
-        except LedgerError as error:
+        except Exception as error:  # the leases are written: their attempts must still run
             log.debug("claim pass: deliveries not read together (%s)", error)
             return [(lease, None) for lease in leases], next_due
         prepared: list[tuple[Lease, _Prepared]] = []
@@ -661,7 +661,7 @@ class Sender:
                     ready = self._ready(delivery, force=False)
                 except _NotSent as skipped:
                     ready = skipped
-                except LedgerError:
+                except Exception:  # raised again, where it belongs, by its attempt's own load
                     ready = None
             prepared.append((lease, ready))
         return prepared, next_due
