@@ -52,6 +52,9 @@ pytest: $(STAMP) browser
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk \
+		|| (apt-get update -q && apt-get install -y --no-install-recommends wrk) \
+		|| echo "wrk could not be installed: the bench's HTTP load comes from aiohttp instead"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
