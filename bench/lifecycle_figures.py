@@ -92,7 +92,7 @@ def lifecycle(kind: str, jobs: int) -> tuple[float, float, float]:
         time.sleep(2.0)  # what the idle service burns (followers polling), for the report
         cpu0 = {role: procs.cpu([role]) for role in ROLES}
         t0 = time.perf_counter()
-        creates = hammer_creates(base, auth, jobs)
+        creates = hammer_creates(base, auth, jobs, exact=True)  # that many jobs
         deadline = time.monotonic() + 300 + jobs  # generous: a loaded machine crawls
         created = creates.requests - creates.errors
         while min(received(p)["job.published"] for p in receivers) < created:

@@ -119,9 +119,9 @@ def pg_schema(prefix: str = "bench") -> Iterator[tuple[str, str]]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def hammer_creates(base: str, auth: dict[str, str], total: int) -> Result:
-    """`total` `POST /v1/jobs` of `JOB_BODY` at 32 concurrent clients, each with its own
-    Idempotency-Key."""
+def hammer_creates(base: str, auth: dict[str, str], total: int, *, exact: bool = False) -> Result:
+    """About `total` (`exact`: exactly `total`, see `bench.load`) `POST /v1/jobs` of
+    `JOB_BODY` at 32 concurrent clients, each with its own Idempotency-Key."""
     return hammer(
         Request(
             "POST",
@@ -132,6 +132,7 @@ def hammer_creates(base: str, auth: dict[str, str], total: int) -> Result:
         ),
         concurrency=32,
         total=total,
+        exact=exact,
     )
 
 
