@@ -167,6 +167,15 @@ def signing_rates(rounds: int) -> tuple[float, float]:
     return rate(ours), rate(bare)
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL after 20 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 @contextmanager
 def child(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
     process = subprocess.Popen(  # noqa: S603 - our own commands
@@ -185,11 +194,7 @@ def child(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[None
             time.sleep(0.1)
         yield
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)
 
 
 @contextmanager
@@ -241,11 +246,7 @@ def projector(url: str, env: dict[str, str]) -> Iterator[None]:
                 time.sleep(0.2)
         yield
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)
 
 
 def _api_run(

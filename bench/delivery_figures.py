@@ -303,21 +303,8 @@ def latency(url: str, quick: bool) -> tuple[list[float], int]:
     service = bench_service(url, allow_private_targets=True)
     with running_receiver(record=True) as receiver:
         tenant_id, _ = _endpoint(service, receiver.url)
-        env = {
-            **os.environ,
-            "LEDGER_DATABASE_URL": url,
-            "LEDGER_SECRET_KEY": BENCH_KEY,
-            "LEDGER_ALLOW_PRIVATE_TARGETS": "true",
-            "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
-        }
-        ledger_bin = str(Path(sys.executable).parent / "ledger")
         errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed below; its log if it fails
-        process = subprocess.Popen(  # noqa: S603 - our own command
-            [ledger_bin, "serve", "--role", "delivery"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-        )
+        process = _delivery_process(url, errors)
         try:
             committed: dict[str, float] = {}
 
