@@ -8,8 +8,8 @@
   start to the last attempt recorded. Baseline: the fastest client of the comparison at
   concurrency 64 plus Standard Webhooks signing (`delivery.signing`), the same number of
   requests with the same bodies to the same receiver.
-- Figure 2 again across two delivery processes (`processes_rate`): how far scaling out goes
-  on this machine.
+- Figure 2 again across two delivery processes, and in one beside a projector process that
+  runs the views (`processes_rate`): how far scaling out goes on this machine.
 - Figure 3, state change to webhook: `ledger serve --role delivery` runs in its own process;
   this process creates jobs at 100/s for a bounded time and notes when each `create_job`
   returned (committed); the receiver notes when its `job.queued` webhook arrived. The path:
@@ -24,6 +24,7 @@ the server's background writing after the earlier figures is not measured here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import statistics
@@ -56,6 +57,8 @@ from bench.support import (
     checkpoint,
     cpu_seconds,
     pg_schema,
+    projector,
+    stop_child,
 )
 from delivery.sender import SentAttempt
 from delivery.signing import message_id, new_secret, webhook_headers
@@ -206,7 +209,9 @@ def _delivery_process(url: str, errors: Any) -> subprocess.Popen[bytes]:
     )
 
 
-def processes_rate(url: str, total: int, processes: int = 2) -> tuple[float, float]:
+def processes_rate(
+    url: str, total: int, processes: int = 2, *, with_projector: bool = False
+) -> tuple[float, float]:
     """Figure 2 across `processes` delivery processes (`ledger serve --role delivery`, as an
     operator scales out): (deliveries/s, CPU ms per delivery over those processes).
 
@@ -214,9 +219,14 @@ def processes_rate(url: str, total: int, processes: int = 2) -> tuple[float, flo
     The endpoint's cap is 64 / `processes` in flight per process, so no more requests are in
     flight than in the single-process figure and the baseline. The rate is taken at the
     receiver, from the first webhook's arrival to the last one's (the processes' start-up is
-    not counted), and every attempt must then be recorded in the ledger as a success."""
+    not counted), and every attempt must then be recorded in the ledger as a success.
+    `with_projector`: a projector process started first runs the views (the delivery queue
+    among them), so the delivery processes only claim, send and record; its CPU is not in the
+    figure's CPU per delivery."""
     service = bench_service(url, allow_private_targets=True)
-    with running_receiver(record=True) as receiver:
+    with contextlib.ExitStack() as stack:
+        stack.callback(service.close)
+        receiver = stack.enter_context(running_receiver(record=True))
         ledger = service.ledger
         tenant_id = str(ledger.create_tenant("bench", actor="admin:bench").tenant.id)
         endpoint_id = ledger.register_endpoint(
@@ -226,9 +236,13 @@ def processes_rate(url: str, total: int, processes: int = 2) -> tuple[float, flo
             ),
             actor="key:bench",
         ).endpoint.id
+        if with_projector:
+            stack.enter_context(projector(url, {"LEDGER_SECRET_KEY": BENCH_KEY}))
         _make_deliveries(service, tenant_id, endpoint_id, total)
-        logs = [tempfile.TemporaryFile() for _ in range(processes)]  # noqa: SIM115 - closed below
+        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(processes)]
         started = [_delivery_process(url, errors) for errors in logs]
+        for process in started:
+            stack.callback(stop_child, process)
         try:
             _wait(lambda: receiver.count() >= total, f"{total} webhooks", 300)
             schema = url.split("schema=")[1]
@@ -241,24 +255,13 @@ def processes_rate(url: str, total: int, processes: int = 2) -> tuple[float, flo
                     return row is not None and int(row[0]) >= total
 
                 _wait(succeeded, f"{total} attempts recorded as successes", 120)
-            cpu = sum(cpu_seconds(process.pid) for process in started)
-            arrivals = sorted(t for t, _ in receiver.received())
         except RuntimeError:
             for errors in logs:
                 errors.seek(0)
                 sys.stderr.write(errors.read()[-2000:].decode(errors="replace"))
             raise
-        finally:
-            for process in started:
-                process.terminate()
-            for process in started:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            for errors in logs:
-                errors.close()
-            service.close()
+        cpu = sum(cpu_seconds(process.pid) for process in started)
+        arrivals = sorted(t for t, _ in receiver.received())
     rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
     log.info(
         "%d processes: %d webhooks at %.0f/s, %.2f ms CPU each (start-up included)",
@@ -408,6 +411,9 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
     with pg_schema() as (url, _):
         log.info("checkpoint before the two-process delivery figure: %.1f s", checkpoint())
         scaled, scaled_cpu = processes_rate(url, total, 2)
+    with pg_schema() as (url, _):
+        log.info("checkpoint before the projector delivery figure: %.1f s", checkpoint())
+        beside, beside_cpu = processes_rate(url, total, 1, with_projector=True)
     bare_name = "bare aiohttp (64 in flight) + HMAC signing, same receiver"
     figures += [
         Figure(
@@ -423,6 +429,16 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
             f"arrival ({scaled_cpu:.2f} ms CPU per delivery, start-up included)",
             "deliveries/s",
             scaled,
+            bare_name,
+            bare,
+            0.5,
+        ),
+        Figure(
+            f"same, 1 `--role delivery` process beside a `--role projector` process that runs "
+            f"the views, first to last arrival ({beside_cpu:.2f} ms CPU per delivery in the "
+            "delivery process, start-up included)",
+            "deliveries/s",
+            beside,
             bare_name,
             bare,
             0.5,
@@ -470,7 +486,12 @@ def main() -> int:
         )
     elif "processes" in sys.argv:
         with pg_schema() as (url, _):
-            rate, cpu_ms = processes_rate(url, 500 if quick else 5000, int(sys.argv[-1]))
+            rate, cpu_ms = processes_rate(
+                url,
+                500 if quick else 5000,
+                int(sys.argv[-1]),
+                with_projector="--projector" in sys.argv,
+            )
         print(f"{sys.argv[-1]} processes {rate:,.0f}/s, {cpu_ms:.2f} ms CPU per delivery")
     else:
         total = 500 if quick else 5000

@@ -33,6 +33,8 @@ from jobledger.bootstrap import Service, build
 from jobledger.settings import Settings
 from jobledger.webhook_settings import WebhookSettings
 from ledger.request import MediaSource, NewJob, Pin
+from projections.registry import tracked_names
+from projections.runner import TRACKING_TABLE
 
 BASE_URL = os.environ.get(
     "LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ledger_test"
@@ -289,3 +291,64 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def stop_child(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL after 20 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@contextmanager
+def projector(url: str, env: dict[str, str]) -> Iterator[None]:
+    """`ledger serve --role projector` on the schema, once it owns every view (their advisory
+    locks): a serving process started after it stands by and runs none of them."""
+    ledger = str(Path(sys.executable).parent / "ledger")
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [ledger, "serve", "--role", "projector"],
+        env={**os.environ, **env, "LEDGER_DATABASE_URL": url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    names = tracked_names()
+    schema = url.split("schema=")[1]
+    try:
+        deadline = time.monotonic() + 300
+        with psycopg.connect(BASE_URL, autocommit=True) as conn:
+            head = conn.execute(
+                "SELECT CASE WHEN to_regclass(%s) IS NULL THEN 0 ELSE -1 END",
+                (f"{schema}.ledger_events",),
+            ).fetchone()
+            target = 0
+            if head is not None and head[0] == -1:
+                found = conn.execute(f"SELECT max(notification_id) FROM {schema}.ledger_events")
+                target = int((found.fetchone() or (0,))[0] or 0)
+            while True:  # it owns every view and has caught them up with the log
+                locks = conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                ).fetchone()
+                try:
+                    at = conn.execute(
+                        f"SELECT min(position), count(*) FROM {schema}.{TRACKING_TABLE} "
+                        "WHERE name = ANY(%s)",
+                        (names,),
+                    ).fetchone()
+                except psycopg.errors.UndefinedTable:  # not set up yet
+                    at = None
+                if (
+                    locks is not None
+                    and int(locks[0]) >= len(names)
+                    and at is not None
+                    and int(at[1]) == len(names)
+                    and int(at[0]) >= target
+                ):
+                    break
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the projector did not take and catch up its views")
+                time.sleep(0.2)
+        yield
+    finally:
+        stop_child(process)
