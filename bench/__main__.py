@@ -35,7 +35,7 @@ import httpx
 import orjson
 import psycopg
 
-from bench import plots
+from bench import load, plots
 from bench.ceiling import ceiling_figures
 from bench.delivery_figures import delivery_section
 from bench.lifecycle_figures import lifecycle_figures
@@ -424,6 +424,12 @@ def main() -> int:
         "reference for comparing days). HTTP load: "
         + (
             "wrk, 2 threads (C; it shares the two cores with the service measured)"
+            + (
+                f"; {len(load.FALLBACKS)} runs whose wrk latencies added up to more time "
+                "than its connections had were measured again with the aiohttp generator"
+                if load.FALLBACKS
+                else ""
+            )
             if generator() == "wrk"
             else "aiohttp in 2 processes (wrk is not installed; about 0.35 ms of CPU per "
             "request taken from the service measured on the same cores)"

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from bench import plots
-from bench.load import Result
+from bench.load import ImpossibleLatencies, Result, parse_wrk
 from bench.scale_figures import TARGET, _label, _within
 from bench.support import Figure, cpu_seconds, rss_mb
 
@@ -17,6 +17,17 @@ def test_proc_readings_of_this_process() -> None:
     sum(i * i for i in range(300_000))  # burn a little CPU
     assert cpu_seconds(os.getpid()) >= before
     assert 5 < rss_mb(os.getpid()) < 10_000
+
+
+def test_wrk_figures_are_read_and_impossible_latencies_refused() -> None:
+    # 32 connections for 8 s: their latencies can add up to 256 s at most
+    fine = parse_wrk("Running 8s test\nJOBLEDGER 72000 8.0 3.1 9.0 0 3.5\n", 32)
+    assert (fine.requests, fine.errors, fine.p50_ms, fine.p99_ms) == (72000, 0, 3.1, 9.0)
+    assert round(fine.rate) == 9000
+    with pytest.raises(ImpossibleLatencies, match=r"5\.1x"):
+        parse_wrk("JOBLEDGER 72221 8.0 3.8 546.3 0 18.16\n", 32)  # 1,311 s of latency
+    with pytest.raises(RuntimeError, match="nothing usable"):
+        parse_wrk("Running 8s test\n", 32)
 
 
 def test_within_compares_the_lower_value_with_the_higher_either_way() -> None:
