@@ -130,6 +130,7 @@ def hammer(
 
 WRK_RATE = 2500.0  # requests/s assumed to turn a request count into wrk's duration
 WRK_TRIES = 3
+IMPOSSIBLE_BUSY = 2.0  # latencies adding up to this many times connections x seconds
 FALLBACKS: list[str] = []  # the runs measured with aiohttp after wrk failed them (the report)
 WRK_SCRIPT = """
 local body_file, unique, tag = %(body_file)s, %(unique)s, %(tag)s
@@ -168,7 +169,7 @@ def _lua(text: str) -> str:
     return "[==[" + text + "]==]"
 
 
-def _wrk(request: Request, *, concurrency: int, seconds: float) -> Result:
+def _wrk(request: Request, *, concurrency: int, seconds: float, guard: bool = True) -> Result:
     headers = "\n".join(f"wrk.headers[ {_lua(k)} ] = {_lua(v)}" for k, v in request.headers.items())
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         body_file = ""
@@ -200,11 +201,12 @@ def _wrk(request: Request, *, concurrency: int, seconds: float) -> Result:
             request.url,
         ]
         ran = subprocess.run(args, capture_output=True, text=True, check=True)  # noqa: S603
-    return parse_wrk(ran.stdout, concurrency, stderr=ran.stderr)
+    return parse_wrk(ran.stdout, concurrency, stderr=ran.stderr, guard=guard)
 
 
-def parse_wrk(out: str, concurrency: int, *, stderr: str = "") -> Result:
-    """The figures the script's `done` printed; `ImpossibleLatencies` when they cannot be."""
+def parse_wrk(out: str, concurrency: int, *, stderr: str = "", guard: bool = True) -> Result:
+    """The figures the script's `done` printed; `ImpossibleLatencies` (`guard`) when they
+    cannot be."""
     found = re.search(r"^JOBLEDGER (\d+) ([\d.]+) ([\d.]+) ([\d.]+) (\d+) ([\d.]+)$", out, re.M)
     if found is None:
         raise RuntimeError(f"bench: wrk said nothing usable: {out[-2000:]} {stderr[-2000:]}")
@@ -216,12 +218,13 @@ def parse_wrk(out: str, concurrency: int, *, stderr: str = "") -> Result:
         p50_ms=float(p50),
         p99_ms=float(p99),
     )
-    # Each connection has one request out at a time, so the latencies cannot add up to more
-    # than connections x seconds. In some runs wrk's did, several times over (a p99 of
-    # 0.5-2.3 s beside a p95 of 11 ms, in runs of `--processes 2`; the aiohttp generator saw
-    # nothing of the kind on the same server): such a run's latencies are not kept.
+    # Each connection has one request out at a time, so the latencies cannot add up to much
+    # more than connections x seconds (wrk's own accounting reads 1.0-1.3x in healthy runs).
+    # In some runs wrk's added up to several times that (5-34x: a p99 of 0.5-2.3 s beside a
+    # p95 of 11 ms, in runs of `--processes 2`; the aiohttp generator saw nothing of the kind
+    # on the same server): such a run's latencies are not kept.
     busy = float(mean) / 1000 * result.requests / (concurrency * result.seconds)
-    if busy > 1.1:
+    if guard and busy > IMPOSSIBLE_BUSY:
         raise ImpossibleLatencies(f"wrk's latencies add up to {busy:.1f}x the time available")
     return result
 

@@ -24,6 +24,7 @@ def test_wrk_sends_the_request_with_a_unique_key_each_time_and_reads_the_figures
         Request("POST", receiver.url("/load"), {"X-Token": "t]]1"}, body, "Idempotency-Key"),
         concurrency=4,
         seconds=1,
+        guard=False,  # a loaded test machine is not the bench's quiet one (parse_wrk's test)
     )
     got = receiver.requests_for("/load")
     assert result.errors == 0 and 0 < result.requests <= len(got)
