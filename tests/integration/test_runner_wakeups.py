@@ -8,6 +8,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -53,6 +54,24 @@ def running(runner) -> Iterator[Callable[[], None]]:
     runner.notify()
     if thread.is_alive():
         thread.join(timeout=10)
+
+
+@contextmanager
+def group_thread(
+    group: RunnerGroup, *, release: Callable[[], None] = lambda: None
+) -> Iterator[threading.Thread]:
+    """A thread to run `group` in (the caller starts it); on leaving, the group is stopped,
+    `release` lets go whatever the test holds it on, and the thread is joined."""
+    stop = threading.Event()
+    thread = threading.Thread(target=group.run, args=(stop,), kwargs={"listen": False})
+    try:
+        yield thread
+    finally:
+        stop.set()
+        group.notify()
+        release()
+        if thread.ident is not None:
+            thread.join(timeout=10)
 
 
 def wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
@@ -199,10 +218,8 @@ def test_one_thread_follows_every_runner_of_its_group_and_one_failing_stops_none
     threads_used = set()
     for runner in (status, history):
         runner.position_changed.append(lambda _: threads_used.add(threading.current_thread()))
-    stop = threading.Event()
-    thread = threading.Thread(target=group.run, args=(stop,), kwargs={"listen": False})
-    thread.start()
-    try:
+    with group_thread(group) as thread:
+        thread.start()
         head = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="k", actor="a")
         wait_for(
             lambda: status.position() >= head.position and history.position() >= head.position,
@@ -211,10 +228,6 @@ def test_one_thread_follows_every_runner_of_its_group_and_one_failing_stops_none
         wait_for(lambda: exploding.tries >= 2, "the failing projection was not retried")
         assert broken.position() == 0  # nothing it failed to apply is counted as applied
         assert threads_used == {thread}  # no thread per view
-    finally:
-        stop.set()
-        group.notify()
-        thread.join(timeout=10)
     assert not thread.is_alive()
 
 
@@ -332,20 +345,14 @@ def test_runners_at_the_same_position_share_one_read(ledger: JobLedger, store) -
         return select(*args, **kwargs)
 
     ledger.recorder.select_notifications = counted  # type: ignore[method-assign]
-    stop = threading.Event()
-    thread = threading.Thread(target=group.run, args=(stop,), kwargs={"listen": False})
-    thread.start()
-    try:
+    with group_thread(group) as thread:
+        thread.start()
         first = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="1", actor="a")
         wait_for(lambda: all(r.position() >= first.position for r in views), "no catch-up")
         reads.clear()
         second = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="2", actor="a")
         wait_for(lambda: all(r.position() >= second.position for r in views), "not followed")
         assert len(reads) == 1, reads  # one read for both views
-    finally:
-        stop.set()
-        group.notify()
-        thread.join(timeout=10)
 
 
 class Gated(Recording):
@@ -392,9 +399,7 @@ def test_a_runner_ahead_woken_mid_round_goes_next_and_the_rest_give_way_once(
         runner.setup()
     group = RunnerGroup(runners)
     ledger.saved_listeners.append(group.notify)
-    stop = threading.Event()
-    thread = threading.Thread(target=group.run, args=(stop,), kwargs={"listen": False})
-    try:
+    with group_thread(group, release=lambda: gated.proceed.put(None)) as thread:
         ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="a", actor="a")
         thread.start()
         for key in ("b", "c"):
@@ -405,11 +410,6 @@ def test_a_runner_ahead_woken_mid_round_goes_next_and_the_rest_give_way_once(
         gated.proceed.put(None)
         head = ledger.recorder.max_notification_id()
         wait_for(lambda: all(r.position() >= head for r in runners), "the group did not finish")
-    finally:
-        stop.set()
-        group.notify()
-        gated.proceed.put(None)
-        thread.join(timeout=10)
     # round 1: front, gated (b is written) | front goes first; then gated (c is written),
     # then last, which gave way once already; then front, gated
     assert order[:6] == ["front", "gated", "front", "gated", "last", "front"], order
@@ -445,10 +445,8 @@ def test_a_batch_read_before_giving_way_is_not_read_again_and_the_runner_reads_o
     ledger.recorder.select_notifications = counted  # type: ignore[method-assign]
     group = RunnerGroup(runners)
     ledger.saved_listeners.append(group.notify)
-    stop = threading.Event()
-    thread = threading.Thread(target=group.run, args=(stop,), kwargs={"listen": False})
     gated.holding = True
-    try:
+    with group_thread(group, release=lambda: gated.proceed.put(None)) as thread:
         ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="a", actor="a")
         thread.start()
         gated.entered.get(timeout=SLOW)
@@ -457,11 +455,6 @@ def test_a_batch_read_before_giving_way_is_not_read_again_and_the_runner_reads_o
         gated.proceed.put(None)
         head = ledger.recorder.max_notification_id()
         wait_for(lambda: all(r.position() >= head for r in runners), "a runner stopped short")
-    finally:
-        stop.set()
-        group.notify()
-        gated.proceed.put(None)
-        thread.join(timeout=10)
     assert order[:4] == ["front", "gated", "front", "gated"], order
     assert reads.count(start) == 1, reads  # one read from there, for all three
     assert len(last.seen) == len(front.seen) == 3
