@@ -55,6 +55,10 @@ class TopicNotifyingRecorder(PostgresApplicationRecorder):
             "SELECT * FROM unnest(%b::uuid[], %b::int8[], %b::text[], %b::bytea[]) "
             "RETURNING notification_id"
         ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        self.select_events_of_statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -82,12 +86,8 @@ class TopicNotifyingRecorder(PostgresApplicationRecorder):
 
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of these aggregates, by aggregate then version."""
-        statement = SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (list(originator_ids),), prepare=True)
+            curs.execute(self.select_events_of_statement, (list(originator_ids),), prepare=True)
             return [
                 StoredEvent(
                     originator_id=row["originator_id"],
