@@ -77,13 +77,14 @@ P50_TARGET_MS = 20.0
 P99_TARGET_MS = 100.0
 
 
-def _endpoint(service: Service, url: str) -> tuple[str, UUID]:
-    """A tenant and its endpoint (job.queued, 64 in flight): (tenant id, endpoint id)."""
+def _endpoint(service: Service, url: str, max_in_flight: int = 64) -> tuple[str, UUID]:
+    """A tenant and its endpoint (job.queued, 64 in flight unless told): (tenant id, endpoint
+    id)."""
     ledger = service.ledger
     tenant_id = str(ledger.create_tenant("bench", actor="admin:bench").tenant.id)
     registered = ledger.register_endpoint(
         tenant_id,
-        EndpointSettings(url=url, event_types=("job.queued",), max_in_flight=64),
+        EndpointSettings(url=url, event_types=("job.queued",), max_in_flight=max_in_flight),
         actor="key:bench",
     )
     return tenant_id, registered.endpoint.id
@@ -227,15 +228,7 @@ def processes_rate(
     with contextlib.ExitStack() as stack:
         stack.callback(service.close)
         receiver = stack.enter_context(running_receiver(record=True))
-        ledger = service.ledger
-        tenant_id = str(ledger.create_tenant("bench", actor="admin:bench").tenant.id)
-        endpoint_id = ledger.register_endpoint(
-            tenant_id,
-            EndpointSettings(
-                url=receiver.url, event_types=("job.queued",), max_in_flight=64 // processes
-            ),
-            actor="key:bench",
-        ).endpoint.id
+        tenant_id, endpoint_id = _endpoint(service, receiver.url, 64 // processes)
         if with_projector:
             stack.enter_context(projector(url, {"LEDGER_SECRET_KEY": BENCH_KEY}))
         _make_deliveries(service, tenant_id, endpoint_id, total)
