@@ -47,6 +47,7 @@ from bench.support import (
     BENCH_ADMIN,
     BENCH_KEY,
     JOB_BODY,
+    LEDGER,
     Figure,
     bench_job,
     bench_service,
@@ -58,6 +59,7 @@ from bench.support import (
     projector,
     reference_seconds,
     stop_child,
+    wait_http,
 )
 from delivery.signing import new_secret, sign
 from jobledger.bootstrap import Service
@@ -188,16 +190,7 @@ def child(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[None
         args, env={**os.environ, **env}, stdout=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 120  # start-up crawls on a loaded machine
-        while True:
-            try:
-                if httpx.get(ready_url, timeout=1).status_code < 500:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"{args[0]} did not start")
-            time.sleep(0.1)
+        wait_http(ready_url, process, args[0])  # (120 s: start-up crawls on a loaded machine)
         yield
     finally:
         stop_child(process)
@@ -220,8 +213,7 @@ def _api_run(
         "LEDGER_RATE_LIMIT_BURST": "1000000000",
     }
     base = f"http://127.0.0.1:{port}"
-    ledger = str(Path(sys.executable).parent / "ledger")
-    command = [ledger, "serve", "--role", "api", "--port", str(port), *serve_args]
+    command = [LEDGER, "serve", "--role", "api", "--port", str(port), *serve_args]
     with contextlib.ExitStack() as stack:
         if with_projector:
             stack.enter_context(projector(url, env))

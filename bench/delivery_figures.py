@@ -35,7 +35,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -51,6 +50,7 @@ from bench.http_clients import (
 )
 from bench.support import (
     BENCH_KEY,
+    LEDGER,
     Figure,
     bench_job,
     bench_service,
@@ -201,9 +201,8 @@ def _delivery_process(url: str, errors: Any) -> subprocess.Popen[bytes]:
         "LEDGER_ALLOW_PRIVATE_TARGETS": "true",
         "LEDGER_AUDIT_CHECKPOINT_SECONDS": "0",
     }
-    ledger_bin = str(Path(sys.executable).parent / "ledger")
     return subprocess.Popen(  # noqa: S603 - our own command
-        [ledger_bin, "serve", "--role", "delivery"],
+        [LEDGER, "serve", "--role", "delivery"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=errors,

@@ -280,19 +280,6 @@ def _receive(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.support")
-    parser.add_argument("command", choices=["receive"])
-    parser.add_argument("port", type=int)
-    args = parser.parse_args()
-    _receive(args.port)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def stop_child(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM (a graceful stop), then SIGKILL after 20 s."""
     process.send_signal(signal.SIGTERM)
@@ -306,9 +293,8 @@ def stop_child(process: subprocess.Popen[bytes]) -> None:
 def projector(url: str, env: dict[str, str]) -> Iterator[None]:
     """`ledger serve --role projector` on the schema, once it owns every view (their advisory
     locks): a serving process started after it stands by and runs none of them."""
-    ledger = str(Path(sys.executable).parent / "ledger")
     process = subprocess.Popen(  # noqa: S603 - our own command
-        [ledger, "serve", "--role", "projector"],
+        [LEDGER, "serve", "--role", "projector"],
         env={**os.environ, **env, "LEDGER_DATABASE_URL": url},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -352,3 +338,16 @@ def projector(url: str, env: dict[str, str]) -> Iterator[None]:
         yield
     finally:
         stop_child(process)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.support")
+    parser.add_argument("command", choices=["receive"])
+    parser.add_argument("port", type=int)
+    args = parser.parse_args()
+    _receive(args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
