@@ -147,36 +147,22 @@ class DeliveryFanout:
 
     def _load(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
         job_ids = {str(e.originator_id) for _, e in events if isinstance(e, Job.Event)}
-        for chunk in _chunks(sorted(job_ids), 500):
-            rows = tx.execute(
-                f"SELECT {', '.join(JOB_COLUMNS)} FROM {self.jobs_table} "
-                f"WHERE job_id IN ({', '.join('?' for _ in chunk)})",
-                chunk,
-            ).fetchall()
-            for row in rows:
-                job = dict(zip(JOB_COLUMNS, row, strict=True))
-                job["last_error"] = orjson.loads(job["last_error"]) if job["last_error"] else None
-                self._jobs[job["job_id"]] = job
+        for row in tx.rows_where_in(
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM {self.jobs_table}", "job_id", sorted(job_ids)
+        ):
+            job = dict(zip(JOB_COLUMNS, row, strict=True))
+            job["last_error"] = orjson.loads(job["last_error"]) if job["last_error"] else None
+            self._jobs[job["job_id"]] = job
+        endpoints = f"SELECT {', '.join(ENDPOINT_COLUMNS)} FROM {self.endpoints_table}"
         endpoint_ids = {str(e.originator_id) for _, e in events if isinstance(e, Endpoint.Event)}
-        for chunk in _chunks(sorted(endpoint_ids), 500):
-            for row in tx.execute(
-                f"SELECT {', '.join(ENDPOINT_COLUMNS)} FROM {self.endpoints_table} "
-                f"WHERE endpoint_id IN ({', '.join('?' for _ in chunk)})",
-                chunk,
-            ).fetchall():
-                self._add_endpoint(_endpoint(row))
+        for row in tx.rows_where_in(endpoints, "endpoint_id", sorted(endpoint_ids)):
+            self._add_endpoint(_endpoint(row))
         # every endpoint of every tenant this batch touches, as of the batch's start
         tenants = {getattr(e, "tenant_id", None) for _, e in events}
         tenants |= {j["tenant_id"] for j in self._jobs.values()}
         tenants |= {e["tenant_id"] for e in self._endpoints.values()}
-        known_tenants = sorted(t for t in tenants if t)
-        for chunk in _chunks(known_tenants, 500):
-            for row in tx.execute(
-                f"SELECT {', '.join(ENDPOINT_COLUMNS)} FROM {self.endpoints_table} "
-                f"WHERE tenant_id IN ({', '.join('?' for _ in chunk)})",
-                chunk,
-            ).fetchall():
-                self._add_endpoint(_endpoint(row))
+        for row in tx.rows_where_in(endpoints, "tenant_id", sorted(t for t in tenants if t)):
+            self._add_endpoint(_endpoint(row))
 
     def _add_endpoint(self, endpoint: dict[str, Any]) -> None:
         if endpoint["endpoint_id"] in self._endpoints:
@@ -316,10 +302,6 @@ class DeliveryFanout:
 
 def _upsert(tx: Tx, table: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
     tx.upsert(table, columns, [tuple(r[c] for c in columns) for r in rows], key=columns[:1])
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _endpoint(row: Any) -> dict[str, Any]:

@@ -59,14 +59,10 @@ class JobStateHistoryProjection:
         t = self.table
         jobs: dict[str, tuple[str, str | None]] = {}  # job -> (tenant, state)
         wanted = sorted({str(e.originator_id) for _, e in events if e.originator_version > 1})
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i : i + 500]
-            for job_id, tenant, state in tx.execute(
-                f"SELECT job_id, tenant_id, state FROM {t}_jobs "
-                f"WHERE job_id IN ({', '.join('?' for _ in chunk)})",
-                chunk,
-            ).fetchall():
-                jobs[str(job_id)] = (str(tenant), str(state))
+        for job_id, tenant, state in tx.rows_where_in(
+            f"SELECT job_id, tenant_id, state FROM {t}_jobs", "job_id", wanted
+        ):
+            jobs[str(job_id)] = (str(tenant), str(state))
         counts: dict[str, dict[str, int]] = {}
         snapshots: dict[tuple[str, str], dict[str, int]] = {}
         for _, event in events:

@@ -76,6 +76,30 @@ class Tx:
         cursor = self.raw.execute(sql, tuple(params))
         return cursor
 
+    def rows_where_in(self, select: str, column: str, values: Collection[Any]) -> list[Any]:
+        """The rows of `select` (`SELECT ... FROM t`) whose `column` is one of `values`.
+
+        On PostgreSQL one statement that the server plans for these values and the table as
+        it is now. Prepared, it kept the plan it got while its table was nearly empty, a full
+        scan: a view's lookup of 30 new keys took 5-10 ms of the server's CPU at 20k rows,
+        against 0.2 ms now (planning included)."""
+        if not values:
+            return []
+        if self.is_postgres:
+            return list(
+                self.raw.execute(
+                    f"{select} WHERE {column} = ANY(%s)", (list(values),), prepare=False
+                ).fetchall()
+            )
+        found: list[Any] = []
+        items = list(values)
+        for start in range(0, len(items), SQLITE_IN_CHUNK):
+            chunk = items[start : start + SQLITE_IN_CHUNK]
+            found += self.raw.execute(
+                f"{select} WHERE {column} IN ({', '.join('?' for _ in chunk)})", chunk
+            ).fetchall()
+        return found
+
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
@@ -168,6 +192,7 @@ class Tx:
             self.upsert_many(table, columns, rows, key=key, keep=keep)
 
 
+SQLITE_IN_CHUNK = 500  # values per IN (...) (SQLite allows 32,766 parameters a statement)
 BULK_ROWS = 64  # below this, a pipelined statement per row is as fast as a COPY
 
 

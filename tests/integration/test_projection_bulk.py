@@ -113,3 +113,29 @@ def test_rebuild_in_bulk_batches_equals_the_live_rows_twice(
     ledger.schedule(ids[1])
     runner.catch_up()
     assert len(rows(store, "job_status")) == len(ids)
+
+
+def test_rows_where_in_finds_the_rows_of_those_keys_and_is_never_prepared(store) -> None:
+    """Every row whose key is asked for, whatever the count (SQLite: over several IN lists);
+    on PostgreSQL the statement stays unprepared however often it runs, so the server plans
+    it for the table as it is (a prepared one kept a full scan planned on an empty table)."""
+    with store.transaction() as tx:
+        make_table(tx, "lookup")
+        tx.upsert(
+            "lookup",
+            COLUMNS,
+            [(f"k{i}", "first", i, None, i) for i in range(1200)],
+            key=("k",),
+        )
+    wanted = [f"k{i}" for i in range(0, 1200, 2)] + ["absent"]
+    with store.transaction() as tx:
+        for _ in range(8):  # more than psycopg's prepare threshold (5)
+            found = tx.rows_where_in("SELECT k, v FROM lookup", "k", wanted)
+            assert sorted(found) == sorted((f"k{i}", i) for i in range(0, 1200, 2))
+        assert tx.rows_where_in("SELECT k, v FROM lookup", "k", []) == []
+        if store.is_postgres:
+            prepared = tx.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE ?",
+                ("%FROM lookup%",),
+            ).fetchone()
+            assert prepared is not None and prepared[0] == 0
