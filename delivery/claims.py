@@ -178,24 +178,51 @@ class DeliveryClaims:
         params.append(max(scan, limit))
         if self.store.is_postgres:
             sql += " FOR UPDATE OF q SKIP LOCKED"
-        leases: list[Lease] = []
+        wanted: list[Lease] = []
         for row in tx.execute(sql, params).fetchall():
-            if len(leases) >= limit:
+            if len(wanted) >= limit:
                 break
             due = Due(str(row[0]), str(row[1]), int(row[2]), int(row[3]))
             if accept is not None and not accept(due):
                 continue
-            lease = Lease(
-                due.delivery_id,
-                due.endpoint_id,
-                due.attempts + 1,
-                due.version,
-                self.owner,
-                until,
+            wanted.append(
+                Lease(
+                    due.delivery_id,
+                    due.endpoint_id,
+                    due.attempts + 1,
+                    due.version,
+                    self.owner,
+                    until,
+                )
             )
-            if self._write_lease(tx, lease, stamp):
-                leases.append(lease)
-        return leases
+        return self._write_leases(tx, wanted, stamp)
+
+    def _write_leases(self, tx: Tx, leases: list[Lease], now_text: str | None) -> list[Lease]:
+        """`_write_lease` for each; returns those written. On PostgreSQL in one statement: a
+        round trip per lease was half of a claim pass's time, and the passes, one after the
+        other, were what held the throughput bench at about 1,300 deliveries/s."""
+        if not leases:
+            return []
+        if not tx.is_postgres:
+            return [lease for lease in leases if self._write_lease(tx, lease, now_text)]
+        written = {
+            str(row[0])
+            for row in tx.execute(
+                f"INSERT INTO {self.leases} (delivery_id, owner, attempt, leased_until) "
+                "SELECT * FROM unnest(?::text[], ?::text[], ?::integer[], ?::text[]) "
+                "ON CONFLICT (delivery_id) DO UPDATE SET owner = excluded.owner, "
+                "attempt = excluded.attempt, leased_until = excluded.leased_until "
+                f"WHERE {self.leases}.leased_until <= ? RETURNING delivery_id",
+                (
+                    [lease.delivery_id for lease in leases],
+                    [lease.owner for lease in leases],
+                    [lease.attempt for lease in leases],
+                    [utc_text(lease.leased_until) for lease in leases],
+                    now_text,
+                ),
+            ).fetchall()
+        }
+        return [lease for lease in leases if lease.delivery_id in written]
 
     def claim_one(
         self, delivery_id: str, endpoint_id: str, attempt: int, now: datetime, lease_seconds: float

@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import pytest
 
-from delivery.claims import TEST_DELIVERY_GRACE, DeliveryClaims, prepare_tables
+from delivery.claims import TEST_DELIVERY_GRACE, DeliveryClaims, Lease, prepare_tables
 from projections.delivery_queue import COLUMNS, DeliveryQueueProjection
 from storage.config import parse_database_url
 from storage.sql import SqlStore, utc_text
@@ -100,6 +100,34 @@ def test_a_live_lease_blocks_an_expired_one_is_taken_over_and_release_frees(stor
     assert a.next_due(NOW + timedelta(seconds=11)) == NOW
     assert len(a.claim(NOW + timedelta(seconds=11), limit=5, lease_seconds=10)) == 1
     assert a.purge(NOW + timedelta(hours=2)) == 1
+
+
+def test_a_pass_writes_its_leases_together_and_skips_those_live_elsewhere(store):
+    """The leases of one pass are written in one statement on PostgreSQL (one by one on
+    SQLite) with the same rule as one lease: new ones and expired ones are written, a live
+    lease of another sender is left as it is and its delivery is not handed out."""
+    live, expired, new = add(store, n=3)
+    b = DeliveryClaims(store, owner="b")
+    assert b.claim_one(live, "e1", 1, NOW, 60) is not None
+    assert b.claim_one(expired, "e1", 1, NOW - timedelta(seconds=61), 60) is not None
+    a = DeliveryClaims(store, owner="a")
+    until = NOW + timedelta(seconds=30)
+    wanted = [Lease(i, "e1", 2, 1, "a", until) for i in (live, expired, new)]
+    with store.transaction() as tx:
+        written = a._write_leases(tx, wanted, utc_text(NOW))
+        assert a._write_leases(tx, [], utc_text(NOW)) == []
+    assert [lease.delivery_id for lease in written] == [expired, new]
+    with store.transaction() as tx:
+        rows = tx.execute(
+            "SELECT delivery_id, owner, attempt, leased_until FROM delivery_leases"
+        ).fetchall()
+    assert sorted(tuple(r) for r in rows) == sorted(
+        [
+            (live, "b", 1, utc_text(NOW + timedelta(seconds=60))),
+            (expired, "a", 2, utc_text(until)),
+            (new, "a", 2, utc_text(until)),
+        ]
+    )
 
 
 def test_accept_refuses_rows_and_scan_looks_past_them(store):
