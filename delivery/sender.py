@@ -7,13 +7,19 @@ encode/httpx#3215, which cost this loop most of its time at 64 in flight; the me
 comparison is in docs/performance.md). Attempts go straight through it (`delivery.http.post`),
 not through an `httpx.AsyncClient`: the same request on the wire for about a fifth less CPU
 per webhook. A client given to the constructor (tests) is used as it is. Limits:
-- a global cap (`concurrency`) on attempts in flight, and the client's connection pool is
+- a global cap (`concurrency`) on requests in flight, and the client's connection pool is
   sized to it: a pool smaller than the concurrency would let a slow endpoint's connections
   starve every other endpoint's requests.
 - a per-endpoint cap (the endpoint's `max_in_flight`, else `endpoint_concurrency`), applied
   when claiming: an endpoint at its cap is left out of the claim, so one slow or dead endpoint
   holds at most its own cap of slots and never delays deliveries to other endpoints. Until an
   endpoint has been loaded once, it gets one slot (its cap is not known yet).
+- both count requests on the wire: a slot is free as soon as the answer is in, while the
+  attempt is still being recorded (that does not load the receiver). Held until recorded,
+  each slot spent most of its time waiting for the ledger, and the endpoint got far fewer
+  requests at once than its cap allowed. Attempts that are answered but not yet recorded
+  hold their leases (no one else sends them), at most `concurrency` of them
+  (`RECORDING_BACKLOG`).
 
 One attempt (`_attempt`):
 1. the delivery is leased (`delivery.claims`), then loaded from the ledger: if it is no longer
@@ -101,6 +107,9 @@ RECORD_TRIES = 5
 ACTED_LIMIT = 10_000
 ENDPOINT_CACHE_LIMIT = 10_000
 PURGE_EVERY_SECONDS = 300.0
+# Answered attempts waiting to be recorded, as a multiple of `concurrency`, beyond which no
+# more are claimed (a store slower than the receivers must not grow them without bound).
+RECORDING_BACKLOG = 1
 
 
 @dataclass(frozen=True)
@@ -230,6 +239,7 @@ class Sender:
             max_workers=config.ledger_threads, thread_name_prefix="delivery-ledger"
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._sending = 0  # attempts launched whose answer is not in yet
         self._finished: list[str] = []  # delivery ids whose leases the next pass releases
         self._inflight: Counter[str] = Counter()
         self._limits: dict[str, int] = {}
@@ -306,7 +316,10 @@ class Sender:
         loop may sleep before the next pass (0: go again at once); wake-ups cut it short."""
         self._bind()
         cfg = self.config
-        free = cfg.concurrency - len(self._tasks)
+        free = min(
+            cfg.concurrency - self._sending,
+            (1 + RECORDING_BACKLOG) * cfg.concurrency - len(self._tasks),
+        )
         if free <= 0 or self._stopping:
             await self._release_finished()
             return cfg.poll_seconds  # a finishing attempt wakes the loop
@@ -458,6 +471,7 @@ class Sender:
 
     def _launch(self, lease: Lease, ready: _Prepared) -> None:
         self._inflight[lease.endpoint_id] += 1
+        self._sending += 1
         self._tasks[lease.delivery_id] = asyncio.create_task(
             self._run_leased(lease, ready),
             name=f"delivery-{lease.delivery_id[:8]}-{lease.attempt}",
@@ -465,8 +479,23 @@ class Sender:
 
     async def _run_leased(self, lease: Lease, ready: _Prepared) -> None:
         keep_lease = False
+        sending = True
+
+        def answered() -> None:
+            """Free the attempt's slots (its endpoint's and the sender's) once, when the
+            answer is in or the attempt ends without sending."""
+            nonlocal sending
+            if not sending:
+                return
+            sending = False
+            self._sending -= 1
+            self._inflight[lease.endpoint_id] -= 1
+            if self._inflight[lease.endpoint_id] <= 0:
+                del self._inflight[lease.endpoint_id]
+            self.wake()
+
         try:
-            await self._attempt(lease, force=False, prepared=ready)
+            await self._attempt(lease, force=False, prepared=ready, answered=answered)
         except _NotSent as skipped:
             log.debug("delivery %s: not sent (%s)", lease.delivery_id, skipped)
         except StoreUnavailable:
@@ -477,9 +506,7 @@ class Sender:
             log.exception("delivery %s: attempt failed; retried after its lease", lease.delivery_id)
             keep_lease = True
         finally:
-            self._inflight[lease.endpoint_id] -= 1
-            if self._inflight[lease.endpoint_id] <= 0:
-                del self._inflight[lease.endpoint_id]
+            answered()
             self._tasks.pop(lease.delivery_id, None)
             if not keep_lease:
                 self._finished.append(lease.delivery_id)  # released by the next pass
@@ -502,7 +529,12 @@ class Sender:
             self._acted.popitem(last=False)
 
     async def _attempt(
-        self, lease: Lease, *, force: bool, prepared: _Prepared = None
+        self,
+        lease: Lease,
+        *,
+        force: bool,
+        prepared: _Prepared = None,
+        answered: Callable[[], None] | None = None,
     ) -> SentAttempt:
         cfg = self.config
         delivery_id = lease.delivery_uuid
@@ -532,6 +564,8 @@ class Sender:
         exchange = await post(
             self.client, endpoint.url, headers=headers, body=body, timeout=timeout
         )
+        if answered is not None:
+            answered()
         the_receipt = receipt(exchange, attempted_at=attempted_at, webhook_timestamp=timestamp)
         finished_at = self.ledger.clock.now()
         gone = exchange.status_code == 410 and delivery.origin != ORIGIN_TEST

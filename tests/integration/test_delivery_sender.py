@@ -341,6 +341,35 @@ def test_consecutive_dead_letters_disable_the_endpoint(make_env, webhook_receive
     assert endpoint.disabled_reason == "2 deliveries in a row were dead-lettered (the limit is 2)"
 
 
+def test_an_endpoint_slot_is_free_while_its_attempt_is_recorded(
+    make_env, webhook_receiver, monkeypatch
+):
+    """`max_in_flight` counts requests on the wire: at a cap of one, the second webhook goes
+    out while the first attempt's recording is still held up."""
+    env = make_env()
+    receiver = webhook_receiver()
+    recording = threading.Event()
+    record = env.ledger.record_delivery_attempts
+
+    def held(*args, **kwargs):
+        recording.wait(15)
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(env.ledger, "record_delivery_attempts", held)
+    registered = env.endpoint(receiver.url("/one"), max_in_flight=1)
+    env.job("job-1")
+    env.job("job-2")
+    try:
+        receiver.wait_for(2, timeout=10, path="/one")
+        assert env.attempts_sent() == []  # neither is recorded yet
+    finally:
+        recording.set()
+    wait_until(lambda: len(env.attempts_sent()) >= 2, "both attempts recorded")
+    assert all(s.succeeded and s.recorded for s in env.attempts_sent())
+    assert len(receiver.requests_for("/one")) == 2
+    assert all(d.state == DeliveryState.SUCCEEDED for d in env.deliveries(registered.endpoint.id))
+
+
 def test_a_slow_endpoint_does_not_delay_a_fast_one(make_env, webhook_receiver):
     env = make_env(webhooks={"concurrency": 4, "endpoint_concurrency": 2})
     receiver = webhook_receiver()
