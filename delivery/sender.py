@@ -488,11 +488,18 @@ class Sender:
             if not sending:
                 return
             sending = False
+            # a pass now only when the sender or this endpoint was at its cap: any other
+            # pass would find nothing the last one could not take (and at low rates it would
+            # run just as the next delivery becomes due, delaying it by a pass)
+            was_full = self._sending >= self.config.concurrency or self._inflight[
+                lease.endpoint_id
+            ] >= self._limit(lease.endpoint_id)
             self._sending -= 1
             self._inflight[lease.endpoint_id] -= 1
             if self._inflight[lease.endpoint_id] <= 0:
                 del self._inflight[lease.endpoint_id]
-            self.wake()
+            if was_full:
+                self.wake()
 
         try:
             await self._attempt(lease, force=False, prepared=ready, answered=answered)
