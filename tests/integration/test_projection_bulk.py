@@ -139,3 +139,29 @@ def test_rows_where_in_finds_the_rows_of_those_keys_and_is_never_prepared(store)
                 ("%FROM lookup%",),
             ).fetchone()
             assert prepared is not None and prepared[0] == 0
+
+
+def test_upsert_many_types_its_arrays_from_the_table(store) -> None:
+    """A column of NULLs only is typed from the table, not from the values; the types read
+    once per table are read again after it is dropped and made anew, or altered."""
+    size = BULK_ROWS + 1
+    with store.transaction() as tx:
+        tx.execute("CREATE TABLE typed (k TEXT PRIMARY KEY, n BIGINT, t TEXT)")
+        tx.upsert_many(
+            "typed", ("k", "n", "t"), [(f"k{i}", None, None) for i in range(size)], key=("k",)
+        )
+    with store.transaction() as tx:
+        tx.execute("DROP TABLE typed")
+        tx.execute("CREATE TABLE typed (k TEXT PRIMARY KEY, n BYTEA, t INTEGER)")
+        tx.upsert_many(
+            "typed", ("k", "n", "t"), [(f"k{i}", b"\x00", i) for i in range(size)], key=("k",)
+        )
+    with store.transaction() as tx:
+        tx.execute("ALTER TABLE typed ADD COLUMN w DOUBLE PRECISION")
+        tx.upsert_many(
+            "typed",
+            ("k", "n", "t", "w"),
+            [(f"k{i}", b"\xff", -i, i / 2) for i in range(size)],
+            key=("k",),
+        )
+    assert rows(store, "typed") == sorted((f"k{i}", b"\xff", -i, i / 2) for i in range(size))
