@@ -301,7 +301,7 @@ class DeliveryFanout:
 
 
 def _upsert(tx: Tx, table: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    tx.upsert(table, columns, [tuple(r[c] for c in columns) for r in rows], key=columns[:1])
+    tx.upsert_many(table, columns, [tuple(r[c] for c in columns) for r in rows], key=columns[:1])
 
 
 def _endpoint(row: Any) -> dict[str, Any]:

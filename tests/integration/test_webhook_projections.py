@@ -146,6 +146,30 @@ def test_fanout_makes_exactly_the_deliveries_the_log_calls_for(ledger, runners, 
     assert report.events > len(made)
 
 
+def test_fanout_in_large_batches_makes_the_same_deliveries(ledger, store, clock) -> None:
+    """Batches of hundreds of events: the fan-out's and the queue's upserts of 64 rows or
+    more take the bulk path (one statement over arrays on PostgreSQL)."""
+    register(ledger, "t1", "*")
+    register(ledger, "t2", "job.published", "job.failed")
+    random_workload(ledger, clock, seed=31, jobs=90)
+    big = {
+        "fanout": ProjectionRunner(ledger, store, DeliveryFanout(ledger), batch_size=500),
+        "queue": ProjectionRunner(ledger, store, DeliveryQueueProjection(ledger), batch_size=500),
+        "health": ProjectionRunner(ledger, store, EndpointHealthProjection(), batch_size=500),
+    }
+    for runner in big.values():
+        runner.setup()
+    catch_up(big)
+    random_workload(ledger, clock, seed=32, jobs=70)
+    catch_up(big)
+    made = made_deliveries(ledger)
+    assert len(made) > 200
+    assert made == expected_deliveries(ledger)
+    with store.transaction() as tx:
+        (tracked,) = tx.execute("SELECT count(*) FROM delivery_fanout_jobs").fetchone()
+    assert tracked == 160
+
+
 def test_payload_is_the_documented_body(ledger, runners, clock, new_job) -> None:
     endpoint = register(ledger, "t1", "*")
     created = ledger.create_job(new_job(), tenant_id="t1", idempotency_key="k1", actor="key:x")
