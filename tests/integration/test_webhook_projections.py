@@ -32,16 +32,20 @@ def store(service):
     s.close()
 
 
-@pytest.fixture
-def runners(ledger, store):
+def make_runners(ledger, store, *, fanout: int, queue: int, health: int):
     made = {
-        "fanout": ProjectionRunner(ledger, store, DeliveryFanout(ledger), batch_size=9),
-        "queue": ProjectionRunner(ledger, store, DeliveryQueueProjection(ledger), batch_size=13),
-        "health": ProjectionRunner(ledger, store, EndpointHealthProjection(), batch_size=5),
+        "fanout": ProjectionRunner(ledger, store, DeliveryFanout(ledger), batch_size=fanout),
+        "queue": ProjectionRunner(ledger, store, DeliveryQueueProjection(ledger), batch_size=queue),
+        "health": ProjectionRunner(ledger, store, EndpointHealthProjection(), batch_size=health),
     }
     for runner in made.values():
         runner.setup()
     return made
+
+
+@pytest.fixture
+def runners(ledger, store):
+    return make_runners(ledger, store, fanout=9, queue=13, health=5)
 
 
 def catch_up(runners) -> None:
@@ -152,13 +156,7 @@ def test_fanout_in_large_batches_makes_the_same_deliveries(ledger, store, clock)
     register(ledger, "t1", "*")
     register(ledger, "t2", "job.published", "job.failed")
     random_workload(ledger, clock, seed=31, jobs=90)
-    big = {
-        "fanout": ProjectionRunner(ledger, store, DeliveryFanout(ledger), batch_size=500),
-        "queue": ProjectionRunner(ledger, store, DeliveryQueueProjection(ledger), batch_size=500),
-        "health": ProjectionRunner(ledger, store, EndpointHealthProjection(), batch_size=500),
-    }
-    for runner in big.values():
-        runner.setup()
+    big = make_runners(ledger, store, fanout=500, queue=500, health=500)
     catch_up(big)
     random_workload(ledger, clock, seed=32, jobs=70)
     catch_up(big)
