@@ -343,11 +343,7 @@ def latency(url: str, quick: bool) -> tuple[list[float], int]:
                     arrivals.setdefault(job_id, arrived)
             _log_stages(url, committed, arrivals)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_child(process, timeout=30)
             errors.close()
             service.close()
     latencies = sorted((arrivals[j] - committed[j]) * 1000 for j in committed if j in arrivals)

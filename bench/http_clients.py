@@ -33,7 +33,7 @@ import httpx
 import orjson
 from aiohttp import web
 
-from bench.support import free_port
+from bench.support import free_port, stop_child
 from delivery.signing import message_id, new_secret, webhook_headers
 
 CONCURRENCIES = (1, 64)
@@ -124,11 +124,7 @@ def running_receiver(*, record: bool = False) -> Iterator[Receiver]:
         finally:
             receiver.client.close()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_child(process, timeout=10)
 
 
 # -- the clients --

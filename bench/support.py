@@ -280,11 +280,11 @@ def _receive(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def stop_child(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (a graceful stop), then SIGKILL after 20 s."""
+def stop_child(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL after `timeout` seconds."""
     process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
 
