@@ -97,6 +97,12 @@ class DeliveryClaims:
         self.owner = owner
         self.queue = queue_table
         self.leases = leases_table
+        # A lease is written when there is none, or over an expired one (parameter: now).
+        self._take_over_expired = (
+            "ON CONFLICT (delivery_id) DO UPDATE SET owner = excluded.owner, "
+            "attempt = excluded.attempt, leased_until = excluded.leased_until "
+            f"WHERE {leases_table}.leased_until <= ?"
+        )
 
     def claim(
         self,
@@ -210,9 +216,7 @@ class DeliveryClaims:
             for row in tx.execute(
                 f"INSERT INTO {self.leases} (delivery_id, owner, attempt, leased_until) "
                 "SELECT * FROM unnest(?::text[], ?::text[], ?::integer[], ?::text[]) "
-                "ON CONFLICT (delivery_id) DO UPDATE SET owner = excluded.owner, "
-                "attempt = excluded.attempt, leased_until = excluded.leased_until "
-                f"WHERE {self.leases}.leased_until <= ? RETURNING delivery_id",
+                f"{self._take_over_expired} RETURNING delivery_id",
                 (
                     [lease.delivery_id for lease in leases],
                     [lease.owner for lease in leases],
@@ -244,9 +248,7 @@ class DeliveryClaims:
         """Insert the lease, or take over an expired one; False when a live lease exists."""
         written = tx.execute(
             f"INSERT INTO {self.leases} (delivery_id, owner, attempt, leased_until) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET "
-            "owner = excluded.owner, attempt = excluded.attempt, "
-            f"leased_until = excluded.leased_until WHERE {self.leases}.leased_until <= ?",
+            f"VALUES (?, ?, ?, ?) {self._take_over_expired}",
             (lease.delivery_id, lease.owner, lease.attempt, utc_text(lease.leased_until), now_text),
         )
         return written.rowcount == 1
