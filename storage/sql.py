@@ -54,13 +54,11 @@ def _created_relation(sql: str) -> str | None:
 class Tx:
     """One open transaction; `execute` takes `?` placeholders on both stores."""
 
-    def __init__(
-        self, raw: Any, is_postgres: bool, column_types: ColumnTypes | None = None
-    ) -> None:
+    def __init__(self, raw: Any, is_postgres: bool, column_types: ColumnTypes) -> None:
         self.raw = raw
         self.is_postgres = is_postgres
         # PostgreSQL: table -> column -> SQL type, shared by the store's transactions
-        self._column_types: ColumnTypes = {} if column_types is None else column_types
+        self._column_types = column_types
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         if self.is_postgres:
@@ -219,7 +217,10 @@ class Tx:
 
 
 SQLITE_IN_CHUNK = 500  # values per IN (...) (SQLite allows 32,766 parameters a statement)
-BULK_ROWS = 64  # below this, a pipelined statement per row is as fast as a COPY
+# From this many rows on, `insert_many` uses COPY and `upsert_many` one statement over arrays;
+# below, a pipelined statement per row (a live projector's batches of 7-50 rows cost the same
+# either way, measured).
+BULK_ROWS = 64
 ColumnTypes = dict[str, dict[str, str]]
 # Statements after which the column types read from the catalog may be out of date.
 CHANGES_COLUMNS = ("DROP TABLE", "ALTER TABLE")
@@ -366,7 +367,7 @@ class SqlStore:
             else:
                 raw.execute("BEGIN IMMEDIATE")
                 try:
-                    yield Tx(raw, False)
+                    yield Tx(raw, False, self._column_types)
                 except BaseException:
                     raw.execute("ROLLBACK")
                     raise
