@@ -239,7 +239,9 @@ class Sender:
             max_workers=config.ledger_threads, thread_name_prefix="delivery-ledger"
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._sending = 0  # attempts launched whose answer is not in yet
+        # attempts whose answer is not in yet: the sum of `_inflight`, kept as a count (every
+        # answer reads it)
+        self._sending = 0
         self._finished: list[str] = []  # delivery ids whose leases the next pass releases
         self._inflight: Counter[str] = Counter()
         self._limits: dict[str, int] = {}
