@@ -23,7 +23,7 @@ imports the web layer or the projections package (it reads their tables with pla
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -139,15 +139,28 @@ class DeliveryClaims:
         accept: Callable[[Due], bool] | None = None,
         scan: int | None = None,
         release: Collection[str] = (),
+        offered: Sequence[Lease] = (),
     ) -> tuple[list[Lease], datetime | None]:
         """The sender's pass, in ONE transaction: drop this owner's leases on `release` (the
-        deliveries whose attempts it finished since its last pass), `claim` as above, and,
-        when fewer than `limit` were leased, say when the earliest pending delivery without
-        a live lease is due (`next_due`; None: nothing pending, or the batch is full)."""
+        deliveries whose attempts it finished since its last pass), `claim` as above, then
+        fill the room left with the `offered` leases (deliveries known to be due that the
+        view may not show yet; each asked of `accept` like a row, and written only where no
+        live lease is: older due work goes first), and, when fewer than `limit` were leased,
+        say when the earliest pending delivery without a live lease is due (`next_due`;
+        None: nothing pending, or the batch is full)."""
         with self.store.transaction() as tx:
             self._release(tx, release)
             leases = (
-                self._claim(tx, now, limit, lease_seconds, exclude_endpoints, accept, scan or limit)
+                self._claim(
+                    tx,
+                    now,
+                    limit,
+                    lease_seconds,
+                    exclude_endpoints,
+                    accept,
+                    scan or limit,
+                    offered,
+                )
                 if limit > 0
                 else []
             )
@@ -163,6 +176,7 @@ class DeliveryClaims:
         exclude_endpoints: Collection[str],
         accept: Callable[[Due], bool] | None,
         scan: int,
+        offered: Sequence[Lease] = (),
     ) -> list[Lease]:
         stamp = utc_text(now)
         until = now + timedelta(seconds=lease_seconds)
@@ -201,6 +215,14 @@ class DeliveryClaims:
                     until,
                 )
             )
+        chosen = {lease.delivery_id for lease in wanted}
+        for lease in offered:
+            if len(wanted) >= limit:
+                break
+            due = Due(lease.delivery_id, lease.endpoint_id, lease.attempt - 1, lease.version)
+            if lease.delivery_id in chosen or (accept is not None and not accept(due)):
+                continue
+            wanted.append(lease)
         return self._write_leases(tx, wanted, stamp)
 
     def _write_leases(self, tx: Tx, leases: list[Lease], now_text: str | None) -> list[Lease]:

@@ -255,6 +255,7 @@ class Sender:
         self._stopping = False
         self._last_purge = float("-inf")
         self._closed = False
+        self._offered: list[Delivery] = []  # made by this process's fan-out: `offer`
         self.attempt_finished: list[Callable[[SentAttempt], None]] = []
 
     @property
@@ -278,6 +279,24 @@ class Sender:
             return
         with contextlib.suppress(RuntimeError):  # the loop has closed
             loop.call_soon_threadsafe(event.set)
+
+    def offer(self, deliveries: Sequence[Delivery]) -> None:
+        """Deliveries just made by the fan-out in this process: the next pass leases the due
+        ones with the room the queue's due rows leave, without waiting for the queue to show
+        them (one view transaction and one read of the ledger fewer between a state change
+        and its webhook). Those it does not take (no room, caps) are found in the queue as
+        any other. Thread-safe (the fan-out's runner calls it)."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            loop.call_soon_threadsafe(self._add_offered, list(deliveries))
+
+    def _add_offered(self, deliveries: list[Delivery]) -> None:
+        room = self.config.concurrency - len(self._offered)  # the rest: from the queue
+        self._offered.extend(deliveries[: max(room, 0)])
+        if self._wake is not None:
+            self._wake.set()
 
     # -- the loop --
 
@@ -322,10 +341,12 @@ class Sender:
             cfg.concurrency - self._sending,
             (1 + RECORDING_BACKLOG) * cfg.concurrency - len(self._tasks),
         )
+        offered, self._offered = self._offered, []
         if free <= 0 or self._stopping:
             await self._release_finished()
             return cfg.poll_seconds  # a finishing attempt wakes the loop
         now = self.ledger.clock.now()
+        until = now + timedelta(seconds=cfg.timeout_seconds + cfg.lease_margin_seconds)
         if time.monotonic() - self._last_purge >= PURGE_EVERY_SECONDS:
             self._last_purge = time.monotonic()
             await self._call(self.claims.purge, now)
@@ -344,6 +365,12 @@ class Sender:
             taken[due.endpoint_id] += 1
             return True
 
+        known = {
+            str(d.id): d
+            for d in offered
+            if d.state == DeliveryState.PENDING
+            and (d.next_attempt_at is None or d.next_attempt_at <= now)
+        }
         # The leases of attempts finished since the last pass are dropped in the claim's own
         # transaction: one round trip per pass, not one per attempt.
         release, self._finished = self._finished, []
@@ -351,12 +378,17 @@ class Sender:
             leases, next_due = await self._call(
                 self._claim_prepared,
                 now,
+                known,
                 limit=free,
                 lease_seconds=cfg.timeout_seconds + cfg.lease_margin_seconds,
                 exclude_endpoints=full,
                 accept=accept,
                 scan=min(free * 4, 1000),
                 release=release,
+                offered=[
+                    Lease(i, d.endpoint_id, d.attempts + 1, d.version, cfg.owner, until)
+                    for i, d in known.items()
+                ],
             )
         except BaseException:
             self._finished.extend(release)  # next pass (or they expire by themselves)
@@ -681,17 +713,22 @@ class Sender:
     # -- internals: ledger and SQL (in the thread pool) --
 
     def _claim_prepared(
-        self, now: datetime, **claim: Any
+        self, now: datetime, known: dict[str, Delivery], **claim: Any
     ) -> tuple[list[tuple[Lease, _Prepared]], datetime | None]:
         """One claim pass (`DeliveryClaims.claim_batch`), and what each leased attempt needs,
         read together in this same thread hop: one read of the store for the pass instead of
-        one per delivery. A delivery this read could not settle (the store failed, it is not
-        in the log) is left to its attempt to load on its own (None), with the usual errors."""
+        one per delivery (none for those `known`, offered as just made). A delivery this read
+        could not settle (the store failed, it is not in the log) is left to its attempt to
+        load on its own (None), with the usual errors."""
         leases, next_due = self.claims.claim_batch(now, **claim)
         if not leases:
             return [], next_due
+        unknown = [lease.delivery_uuid for lease in leases if lease.delivery_id not in known]
         try:
-            found = self.ledger.get_deliveries([lease.delivery_uuid for lease in leases])
+            found = {
+                **(self.ledger.get_deliveries(unknown) if unknown else {}),
+                **{d.id: d for d in known.values()},
+            }
         except Exception as error:  # the leases are written: their attempts must still run
             log.debug("claim pass: deliveries not read together (%s)", error)
             return [(lease, None) for lease in leases], next_due

@@ -4,7 +4,9 @@ asyncio loop in the role's thread. Used by `ledger serve --role delivery|all`.
 The sender finds due work in the `delivery_queue` view, so a process running this role also
 runs the read models (`jobledger.read_models`); their delivery-queue runner wakes the sender as
 soon as the view moves (a thread-safe hand-off to the sender's loop), with a slow fallback poll
-for views moved by another process (on PostgreSQL one runner per projection is elected).
+for views moved by another process (on PostgreSQL one runner per projection is elected). When
+this process runs the webhook fan-out, the deliveries it makes are also offered to the sender
+straight away (`Sender.offer`), ahead of the queue.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from delivery.claims import prepare_tables
 from delivery.sender import Sender, SenderConfig
 from jobledger.bootstrap import Service
 from jobledger.read_models import ReadModels
+from projections.delivery_fanout import DeliveryFanout
 from storage.sql import SqlStore
 
 
@@ -39,6 +42,7 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 log = logging.getLogger("jobledger")
 
 QUEUE_RUNNER = "delivery_queue"
+FANOUT_RUNNER = "delivery_fanout"
 
 
 def sender_config(service: Service, **overrides: object) -> SenderConfig:
@@ -94,6 +98,12 @@ class DeliveryRole:
             raise
         self.read_models = read_models
         read_models.runners[QUEUE_RUNNER].position_changed.append(self.sender.wake)
+        self._fanout().made.append(self.sender.offer)
+
+    def _fanout(self) -> DeliveryFanout:
+        fanout = self.read_models.runners[FANOUT_RUNNER].projection
+        assert isinstance(fanout, DeliveryFanout)
+        return fanout
 
     def wake(self, position: int = 0) -> None:
         self.sender.wake(position)
@@ -111,4 +121,7 @@ class DeliveryRole:
         callbacks = self.read_models.runners[QUEUE_RUNNER].position_changed
         if self.sender.wake in callbacks:
             callbacks.remove(self.sender.wake)
+        made = self._fanout().made
+        if self.sender.offer in made:
+            made.remove(self.sender.offer)
         self.store.close()

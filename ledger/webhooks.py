@@ -234,14 +234,16 @@ class WebhookCommands(AggregateCommands):
 
     # -- deliveries --
 
-    def create_deliveries(self, wanted: Sequence[NewDelivery], *, actor: str = "system") -> int:
-        """Make the deliveries that do not exist yet; returns how many were made.
+    def create_deliveries(
+        self, wanted: Sequence[NewDelivery], *, actor: str = "system"
+    ) -> list[Delivery]:
+        """Make the deliveries that do not exist yet; returns those made (as saved).
 
         All in one atomic save when none exists (the common case); if the store refuses that
         because some already exist (a replay after a crash), one by one, skipping those.
         """
         if not wanted:
-            return 0
+            return []
         now = self.clock.now()
 
         def make(new: NewDelivery) -> Delivery:
@@ -259,18 +261,20 @@ class WebhookCommands(AggregateCommands):
                 now=now,
             )
 
+        deliveries = [make(new) for new in wanted]
         try:
             with store_errors():
-                self.save(*(make(new) for new in wanted))
-            return len(wanted)
+                self.save(*deliveries)
+            return deliveries
         except IntegrityError:
             pass
-        made = 0
+        made = []
         for new in wanted:
+            delivery = make(new)
             try:
                 with store_errors():
-                    self.save(make(new))
-                made += 1
+                    self.save(delivery)
+                made.append(delivery)
             except IntegrityError:
                 continue  # made before (a replay): at most one delivery per endpoint and event
         return made

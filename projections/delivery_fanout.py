@@ -18,7 +18,7 @@ it alone. This module must never import the web layer or the delivery package.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -26,7 +26,7 @@ import orjson
 
 from ledger.application import JobLedger
 from ledger.clock import iso_z
-from ledger.delivery import delivery_id_for
+from ledger.delivery import Delivery, delivery_id_for
 from ledger.endpoint import Endpoint, subscribes
 from ledger.job import TRANSITIONS, Job
 from ledger.webhooks import JOB_EVENT_WEBHOOK_TYPES, NewDelivery
@@ -71,6 +71,9 @@ class DeliveryFanout:
         self._endpoints: dict[str, dict[str, Any]] = {}
         self._jobs: dict[str, dict[str, Any]] = {}
         self._tenant_endpoints: dict[str, list[str]] = {}
+        # Told of the deliveries each batch made, once they are saved (a sender in this
+        # process takes the pending ones at once, without waiting for the delivery queue).
+        self.made: list[Callable[[Sequence[Delivery]], None]] = []
 
     def create_tables(self, tx: Tx) -> None:
         tx.execute(
@@ -109,7 +112,10 @@ class DeliveryFanout:
                 wanted.extend(self._job_event(position, event))
             else:
                 wanted.extend(self._endpoint_event(position, event))
-        self.ledger.create_deliveries(wanted, actor=FANOUT_ACTOR)
+        made = self.ledger.create_deliveries(wanted, actor=FANOUT_ACTOR)
+        if made:
+            for callback in self.made:
+                callback(made)
 
     # -- inside the tracking transaction: store what the batch changed --
 

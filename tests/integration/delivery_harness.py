@@ -90,6 +90,11 @@ class DeliveryEnv:
         self.read_models.close()
         self.service.close()
 
+    def queue_only(self) -> None:
+        """The sender takes work from the delivery queue alone, not the deliveries this
+        process's fan-out offers it as it makes them (tests of the queue's path)."""
+        self.read_models.runners["delivery_fanout"].projection.made.remove(self.sender.offer)
+
     # -- making things --
 
     def endpoint(

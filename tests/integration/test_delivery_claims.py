@@ -194,3 +194,39 @@ def test_a_claim_batch_releases_finished_leases_and_says_when_the_next_is_due(st
     retaken, next_due = b.claim_batch(NOW, limit=3, lease_seconds=60)
     assert sorted(lease.delivery_id for lease in retaken) == sorted(first)
     assert next_due is None  # the batch is full: not asked
+
+
+def test_offered_leases_fill_the_room_the_due_rows_leave(store):
+    """Deliveries offered by id (just made, perhaps not in the view yet) are leased in the
+    pass's transaction after the view's due rows (older due work goes first), asked of
+    `accept` like a row, under the same rule as any lease."""
+    queued = add(store, due=NOW - timedelta(seconds=5), n=2)
+    held_elsewhere, fresh_a, fresh_b, fresh_c, refused = (str(uuid4()) for _ in range(5))
+    b = DeliveryClaims(store, owner="b")
+    assert b.claim_one(held_elsewhere, "e1", 1, NOW, 60) is not None
+    a = DeliveryClaims(store, owner="a")
+    until = NOW + timedelta(seconds=30)
+
+    def offer(*ids: str, endpoint: str = "e1") -> list[Lease]:
+        return [Lease(i, endpoint, 1, 1, "a", until) for i in ids]
+
+    leases, next_due = a.claim_batch(
+        NOW, limit=4, lease_seconds=30, offered=offer(held_elsewhere, fresh_a, fresh_b)
+    )
+    assert [lease.delivery_id for lease in leases] == [*queued, fresh_a]
+    assert next_due is None  # nothing pending in the view without a live lease
+    # a live lease of this owner is not written again either
+    leases, _ = a.claim_batch(NOW, limit=5, lease_seconds=30, offered=offer(fresh_a, fresh_b))
+    assert [lease.delivery_id for lease in leases] == [fresh_b]
+    # with room for one, a due row of the view goes before a fresh delivery
+    (older,) = add(store, due=NOW - timedelta(seconds=1))
+    leases, _ = a.claim_batch(NOW, limit=1, lease_seconds=30, offered=offer(fresh_c))
+    assert [lease.delivery_id for lease in leases] == [older]
+    leases, _ = a.claim_batch(
+        NOW,
+        limit=5,
+        lease_seconds=30,
+        offered=offer(refused, endpoint="full") + offer(fresh_c),
+        accept=lambda due: due.endpoint_id != "full",
+    )
+    assert [lease.delivery_id for lease in leases] == [fresh_c]

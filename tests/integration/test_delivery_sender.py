@@ -18,7 +18,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from ledger.clock import ManualClock
-from ledger.delivery import DeliveryState
+from ledger.delivery import Delivery, DeliveryState
 from ledger.endpoint import EndpointState
 from ledger.errors import StoreUnavailable
 from tests.fakes.receiver import RESET, Received, Reply, redirect, slow
@@ -183,6 +183,7 @@ def _sender_reads(env, monkeypatch, *, fail_together: bool = False) -> dict[str,
 
 def test_a_claim_pass_reads_its_deliveries_together(make_env, webhook_receiver, monkeypatch):
     env = make_env()
+    env.queue_only()  # (deliveries offered as they are made are not read at all)
     receiver = webhook_receiver()
     reads = _sender_reads(env, monkeypatch)
     registered = env.endpoint(receiver.url("/a"), max_in_flight=16)
@@ -196,6 +197,47 @@ def test_a_claim_pass_reads_its_deliveries_together(make_env, webhook_receiver, 
     assert len(reads["together"]) < 12  # passes, not deliveries
     assert len(receiver.requests_for("/a")) == 12
     assert all(d.state == DeliveryState.SUCCEEDED for d in env.deliveries(registered.endpoint.id))
+
+
+def test_a_fresh_delivery_is_sent_before_the_queue_view_shows_it_and_only_once(
+    make_env, webhook_receiver, monkeypatch
+):
+    """The fan-out offers the deliveries it makes to the sender in its process: the webhook
+    goes out while the delivery queue is still held up (no read of the ledger either), and
+    once the queue shows the delivery, it is not sent again."""
+    env = make_env()
+    receiver = webhook_receiver()
+    queue = env.read_models.runners["delivery_queue"].projection
+    prepare, release = queue.prepare, threading.Event()
+
+    def held(store, events):  # before the view's transaction (SQLite: no write lock held)
+        if any(isinstance(e, Delivery.DeliveryCreated) for _, e in events):
+            release.wait(15)
+        prepare(store, events)
+
+    monkeypatch.setattr(queue, "prepare", held)
+    reads = _sender_reads(env, monkeypatch)
+    registered = env.endpoint(receiver.url("/a"))
+    try:
+        env.job("job-1")
+        (request,) = receiver.wait_for(1, timeout=10, path="/a")
+        (sent,) = wait_until(env.attempts_sent, "the attempt recorded")
+        assert env.deliveries(registered.endpoint.id) == []  # the queue has no row yet
+    finally:
+        release.set()
+    assert sent.succeeded and sent.recorded
+    assert reads == {"together": [], "alone": []}
+    wait_until(
+        lambda: (
+            [d.state for d in env.deliveries(registered.endpoint.id)] == [DeliveryState.SUCCEEDED]
+        ),
+        "the queue to show the delivery succeeded",
+    )
+    env.job("job-2")  # one more pass of the queue and the sender after the row appeared
+    wait_until(lambda: len(env.attempts_sent()) == 2, "the second attempt recorded")
+    assert [r.headers["webhook-id"] for r in receiver.requests_for("/a")].count(
+        request.headers["webhook-id"]
+    ) == 1
 
 
 def test_the_delivery_role_sends_on_uvloop(make_env, webhook_receiver):
@@ -215,6 +257,7 @@ def test_when_the_pass_cannot_read_its_deliveries_each_attempt_reads_its_own(
     make_env, webhook_receiver, monkeypatch
 ):
     env = make_env()
+    env.queue_only()
     receiver = webhook_receiver()
     reads = _sender_reads(env, monkeypatch, fail_together=True)
     registered = env.endpoint(receiver.url("/a"), max_in_flight=16)
