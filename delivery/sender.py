@@ -61,7 +61,7 @@ import random
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -279,6 +279,13 @@ class Sender:
             return
         with contextlib.suppress(RuntimeError):  # the loop has closed
             loop.call_soon_threadsafe(event.set)
+
+    def has_news(self, pending: Iterable[tuple[str, int]]) -> bool:
+        """Whether a pass could find one of these (delivery id, version) rows, pending in
+        the queue view: one this sender is not sending and has not acted on at that version.
+        Thread-safe (the queue view's runner asks, before waking the sender)."""
+        tasks, acted = self._tasks, self._acted
+        return any(i not in tasks and acted.get(i, -1) < v for i, v in pending)
 
     def offer(self, deliveries: Sequence[Delivery]) -> None:
         """Deliveries just made by the fan-out in this process: the next pass leases the due

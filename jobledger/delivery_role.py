@@ -3,10 +3,11 @@ asyncio loop in the role's thread. Used by `ledger serve --role delivery|all`.
 
 The sender finds due work in the `delivery_queue` view, so a process running this role also
 runs the read models (`jobledger.read_models`); their delivery-queue runner wakes the sender as
-soon as the view moves (a thread-safe hand-off to the sender's loop), with a slow fallback poll
-for views moved by another process (on PostgreSQL one runner per projection is elected). When
-this process runs the webhook fan-out, the deliveries it makes are also offered to the sender
-straight away (`Sender.offer`), ahead of the queue.
+soon as the view leaves pending a delivery it could take (a thread-safe hand-off to the
+sender's loop), with a slow fallback poll for views moved by another process (on PostgreSQL
+one runner per projection is elected). When this process runs the webhook fan-out, the
+deliveries it makes are also offered to the sender straight away (`Sender.offer`), ahead of
+the queue.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from delivery.sender import Sender, SenderConfig
 from jobledger.bootstrap import Service
 from jobledger.read_models import ReadModels
 from projections.delivery_fanout import DeliveryFanout
+from projections.delivery_queue import DeliveryQueueProjection
 from storage.sql import SqlStore
 
 
@@ -97,13 +99,23 @@ class DeliveryRole:
             self.store.close()
             raise
         self.read_models = read_models
-        read_models.runners[QUEUE_RUNNER].position_changed.append(self.sender.wake)
+        read_models.runners[QUEUE_RUNNER].position_changed.append(self._queue_moved)
         self._fanout().made.append(self.sender.offer)
 
     def _fanout(self) -> DeliveryFanout:
         fanout = self.read_models.runners[FANOUT_RUNNER].projection
         assert isinstance(fanout, DeliveryFanout)
         return fanout
+
+    def _queue_moved(self, position: int) -> None:
+        """Wake the sender when the queue view's batch left a delivery pending that a pass
+        could take: not for the ones it took from the fan-out as they were made, nor for
+        rows that left the pending state (an empty pass per batch cost about 4 % of the
+        process's CPU at 100 jobs/s)."""
+        queue = self.read_models.runners[QUEUE_RUNNER].projection
+        assert isinstance(queue, DeliveryQueueProjection)
+        if self.sender.has_news(queue.pending):
+            self.sender.wake(position)
 
     def wake(self, position: int = 0) -> None:
         self.sender.wake(position)
@@ -119,8 +131,8 @@ class DeliveryRole:
 
     def close(self) -> None:
         callbacks = self.read_models.runners[QUEUE_RUNNER].position_changed
-        if self.sender.wake in callbacks:
-            callbacks.remove(self.sender.wake)
+        if self._queue_moved in callbacks:
+            callbacks.remove(self._queue_moved)
         made = self._fanout().made
         if self.sender.offer in made:
             made.remove(self.sender.offer)

@@ -66,6 +66,9 @@ class DeliveryQueueProjection:
         self.name = table
         self.topics = DELIVERY_TOPICS
         self._cache = AggregateCache(ledger, size=cache_size, settled=_is_at_rest)
+        # (delivery id, version) of the rows the last batch left pending: what the sender in
+        # this process may have to look at (`DeliveryRole`)
+        self.pending: list[tuple[str, int]] = []
 
     def create_tables(self, tx: Tx) -> None:
         t = self.table
@@ -107,6 +110,9 @@ class DeliveryQueueProjection:
                 created[delivery.id] = position
         rows = [_row(d, position, created.get(d.id, 0)) for d, position in changed.values()]
         tx.upsert_many(self.table, COLUMNS, rows, key=("delivery_id",), keep=KEEP_ON_UPDATE)
+        self.pending = [
+            (str(d.id), d.version) for d, _ in changed.values() if d.state == DeliveryState.PENDING
+        ]
 
 
 def _row(delivery: Delivery, position: int, created_position: int) -> tuple[Any, ...]:

@@ -240,6 +240,98 @@ def test_a_fresh_delivery_is_sent_before_the_queue_view_shows_it_and_only_once(
     ) == 1
 
 
+def test_the_queue_wakes_the_sender_only_for_deliveries_a_pass_could_take(
+    make_env, webhook_receiver, monkeypatch
+):
+    """A delivery the sender took from the fan-out is pending in the queue view once it
+    shows up, but a pass would find nothing there: the view's batch does not wake the
+    sender. A delivery the sender has not taken does."""
+    env = make_env()
+    receiver = webhook_receiver()
+    queue = env.read_models.runners["delivery_queue"].projection
+    prepare, release = queue.prepare, threading.Event()
+
+    def held(store, events):
+        if any(isinstance(e, Delivery.DeliveryCreated) for _, e in events):
+            release.wait(15)
+        prepare(store, events)
+
+    monkeypatch.setattr(queue, "prepare", held)
+    wake, woken_by_queue = env.sender.wake, []
+
+    def counted(position: int = 0) -> None:
+        if threading.current_thread().name == "projections":
+            woken_by_queue.append(position)
+        wake(position)
+
+    monkeypatch.setattr(env.sender, "wake", counted)
+    registered = env.endpoint(receiver.url("/a"))
+    try:
+        env.job("job-1")
+        wait_until(env.attempts_sent, "the first attempt recorded")
+    finally:
+        release.set()
+    wait_until(
+        lambda: (
+            [d.state for d in env.deliveries(registered.endpoint.id)] == [DeliveryState.SUCCEEDED]
+        ),
+        "the queue to show the first delivery succeeded",
+    )
+    assert woken_by_queue == []
+    env.queue_only()  # the next delivery reaches the sender through the queue alone
+    env.job("job-2")
+    wait_until(lambda: len(env.attempts_sent()) == 2, "the second attempt recorded")
+    assert woken_by_queue  # its row woke the sender
+    assert len(receiver.requests_for("/a")) == 2
+
+
+def test_the_queue_showing_a_delivery_being_sent_does_not_wake_the_sender(
+    make_env, webhook_receiver, monkeypatch
+):
+    env = make_env()
+    receiver = webhook_receiver()
+    recording, record = threading.Event(), env.ledger.record_delivery_attempts
+
+    def held(*args, **kwargs):
+        recording.wait(15)
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(env.ledger, "record_delivery_attempts", held)
+    wake, woken_by_queue = env.sender.wake, []
+
+    def counted(position: int = 0) -> None:
+        if threading.current_thread().name == "projections":
+            woken_by_queue.append(position)
+        wake(position)
+
+    monkeypatch.setattr(env.sender, "wake", counted)
+    runner = env.read_models.runners["delivery_queue"]
+    prepare, sent = runner.projection.prepare, threading.Event()
+
+    def after_the_send(store, events):  # the queue shows it only once it is on the wire
+        if any(isinstance(e, Delivery.DeliveryCreated) for _, e in events):
+            sent.wait(15)
+        prepare(store, events)
+
+    monkeypatch.setattr(runner.projection, "prepare", after_the_send)
+    pending_batches: list[list[tuple[str, int]]] = []
+    # called after the role's own callback: a batch seen here was already judged
+    runner.position_changed.append(
+        lambda _: pending_batches.append(list(runner.projection.pending))
+    )
+    env.endpoint(receiver.url("/a"))
+    try:
+        env.job("job-1")
+        receiver.wait_for(1, timeout=10, path="/a")
+        sent.set()
+        wait_until(lambda: any(pending_batches), "the queue to show the delivery pending")
+        assert woken_by_queue == []  # it is being sent: a pass would find nothing
+    finally:
+        sent.set()
+        recording.set()
+    wait_until(env.attempts_sent, "the attempt recorded")
+
+
 def test_the_delivery_role_sends_on_uvloop(make_env, webhook_receiver):
     env = make_env()
     receiver = webhook_receiver()
