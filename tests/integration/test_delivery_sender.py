@@ -199,6 +199,41 @@ def test_a_claim_pass_reads_its_deliveries_together(make_env, webhook_receiver, 
     assert all(d.state == DeliveryState.SUCCEEDED for d in env.deliveries(registered.endpoint.id))
 
 
+def _hold_new_queue_rows(env, monkeypatch) -> threading.Event:
+    """Hold the delivery-queue view's batches that make deliveries until the event returned
+    is set (before the view's transaction: no SQLite write lock is held meanwhile)."""
+    queue = env.read_models.runners["delivery_queue"].projection
+    prepare, release = queue.prepare, threading.Event()
+
+    def held(store, events):
+        if any(isinstance(e, Delivery.DeliveryCreated) for _, e in events):
+            release.wait(15)
+        prepare(store, events)
+
+    monkeypatch.setattr(queue, "prepare", held)
+    return release
+
+
+def _queue_wakes(env, monkeypatch) -> list[int]:
+    """The positions of the sender's wakes from the projections thread (the queue view's)."""
+    wake, woken = env.sender.wake, []
+
+    def counted(position: int = 0) -> None:
+        if threading.current_thread().name == "projections":
+            woken.append(position)
+        wake(position)
+
+    monkeypatch.setattr(env.sender, "wake", counted)
+    return woken
+
+
+def _wait_for_one_succeeded_row(env, endpoint_id) -> None:
+    wait_until(
+        lambda: [d.state for d in env.deliveries(endpoint_id)] == [DeliveryState.SUCCEEDED],
+        "the queue to show the delivery succeeded",
+    )
+
+
 def test_a_fresh_delivery_is_sent_before_the_queue_view_shows_it_and_only_once(
     make_env, webhook_receiver, monkeypatch
 ):
@@ -207,15 +242,7 @@ def test_a_fresh_delivery_is_sent_before_the_queue_view_shows_it_and_only_once(
     once the queue shows the delivery, it is not sent again."""
     env = make_env()
     receiver = webhook_receiver()
-    queue = env.read_models.runners["delivery_queue"].projection
-    prepare, release = queue.prepare, threading.Event()
-
-    def held(store, events):  # before the view's transaction (SQLite: no write lock held)
-        if any(isinstance(e, Delivery.DeliveryCreated) for _, e in events):
-            release.wait(15)
-        prepare(store, events)
-
-    monkeypatch.setattr(queue, "prepare", held)
+    release = _hold_new_queue_rows(env, monkeypatch)
     reads = _sender_reads(env, monkeypatch)
     registered = env.endpoint(receiver.url("/a"))
     try:
@@ -227,12 +254,7 @@ def test_a_fresh_delivery_is_sent_before_the_queue_view_shows_it_and_only_once(
         release.set()
     assert sent.succeeded and sent.recorded
     assert reads == {"together": [], "alone": []}
-    wait_until(
-        lambda: (
-            [d.state for d in env.deliveries(registered.endpoint.id)] == [DeliveryState.SUCCEEDED]
-        ),
-        "the queue to show the delivery succeeded",
-    )
+    _wait_for_one_succeeded_row(env, registered.endpoint.id)
     env.job("job-2")  # one more pass of the queue and the sender after the row appeared
     wait_until(lambda: len(env.attempts_sent()) == 2, "the second attempt recorded")
     assert [r.headers["webhook-id"] for r in receiver.requests_for("/a")].count(
@@ -248,35 +270,15 @@ def test_the_queue_wakes_the_sender_only_for_deliveries_a_pass_could_take(
     sender. A delivery the sender has not taken does."""
     env = make_env()
     receiver = webhook_receiver()
-    queue = env.read_models.runners["delivery_queue"].projection
-    prepare, release = queue.prepare, threading.Event()
-
-    def held(store, events):
-        if any(isinstance(e, Delivery.DeliveryCreated) for _, e in events):
-            release.wait(15)
-        prepare(store, events)
-
-    monkeypatch.setattr(queue, "prepare", held)
-    wake, woken_by_queue = env.sender.wake, []
-
-    def counted(position: int = 0) -> None:
-        if threading.current_thread().name == "projections":
-            woken_by_queue.append(position)
-        wake(position)
-
-    monkeypatch.setattr(env.sender, "wake", counted)
+    release = _hold_new_queue_rows(env, monkeypatch)
+    woken_by_queue = _queue_wakes(env, monkeypatch)
     registered = env.endpoint(receiver.url("/a"))
     try:
         env.job("job-1")
         wait_until(env.attempts_sent, "the first attempt recorded")
     finally:
         release.set()
-    wait_until(
-        lambda: (
-            [d.state for d in env.deliveries(registered.endpoint.id)] == [DeliveryState.SUCCEEDED]
-        ),
-        "the queue to show the first delivery succeeded",
-    )
+    _wait_for_one_succeeded_row(env, registered.endpoint.id)
     assert woken_by_queue == []
     env.queue_only()  # the next delivery reaches the sender through the queue alone
     env.job("job-2")
@@ -297,23 +299,9 @@ def test_the_queue_showing_a_delivery_being_sent_does_not_wake_the_sender(
         return record(*args, **kwargs)
 
     monkeypatch.setattr(env.ledger, "record_delivery_attempts", held)
-    wake, woken_by_queue = env.sender.wake, []
-
-    def counted(position: int = 0) -> None:
-        if threading.current_thread().name == "projections":
-            woken_by_queue.append(position)
-        wake(position)
-
-    monkeypatch.setattr(env.sender, "wake", counted)
+    woken_by_queue = _queue_wakes(env, monkeypatch)
+    sent = _hold_new_queue_rows(env, monkeypatch)  # the queue shows it once it is on the wire
     runner = env.read_models.runners["delivery_queue"]
-    prepare, sent = runner.projection.prepare, threading.Event()
-
-    def after_the_send(store, events):  # the queue shows it only once it is on the wire
-        if any(isinstance(e, Delivery.DeliveryCreated) for _, e in events):
-            sent.wait(15)
-        prepare(store, events)
-
-    monkeypatch.setattr(runner.projection, "prepare", after_the_send)
     pending_batches: list[list[tuple[str, int]]] = []
     # called after the role's own callback: a batch seen here was already judged
     runner.position_changed.append(
