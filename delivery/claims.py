@@ -23,6 +23,7 @@ imports the web layer or the projections package (it reads their tables with pla
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -139,12 +140,12 @@ class DeliveryClaims:
         accept: Callable[[Due], bool] | None = None,
         scan: int | None = None,
         release: Collection[str] = (),
-        offered: Sequence[Lease] = (),
+        offered: Sequence[Due] = (),
     ) -> tuple[list[Lease], datetime | None]:
         """The sender's pass, in ONE transaction: drop this owner's leases on `release` (the
         deliveries whose attempts it finished since its last pass), `claim` as above, then
-        fill the room left with the `offered` leases (deliveries known to be due that the
-        view may not show yet; each asked of `accept` like a row, and written only where no
+        fill the room left with the `offered` deliveries (known to be due, which the view
+        may not show yet; each asked of `accept` like a row, and written only where no
         live lease is: older due work goes first), and, when fewer than `limit` were leased,
         say when the earliest pending delivery without a live lease is due (`next_due`;
         None: nothing pending, or the batch is full)."""
@@ -176,7 +177,7 @@ class DeliveryClaims:
         exclude_endpoints: Collection[str],
         accept: Callable[[Due], bool] | None,
         scan: int,
-        offered: Sequence[Lease] = (),
+        offered: Sequence[Due] = (),
     ) -> list[Lease]:
         stamp = utc_text(now)
         until = now + timedelta(seconds=lease_seconds)
@@ -198,13 +199,16 @@ class DeliveryClaims:
         params.append(max(scan, limit))
         if self.store.is_postgres:
             sql += " FOR UPDATE OF q SKIP LOCKED"
+        found = tx.execute(sql, params).fetchall()
+        rows = (Due(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in found)
         wanted: list[Lease] = []
-        for row in tx.execute(sql, params).fetchall():
+        chosen: set[str] = set()
+        for due in itertools.chain(rows, offered):  # the view's due rows first
             if len(wanted) >= limit:
                 break
-            due = Due(str(row[0]), str(row[1]), int(row[2]), int(row[3]))
-            if accept is not None and not accept(due):
+            if due.delivery_id in chosen or (accept is not None and not accept(due)):
                 continue
+            chosen.add(due.delivery_id)
             wanted.append(
                 Lease(
                     due.delivery_id,
@@ -215,14 +219,6 @@ class DeliveryClaims:
                     until,
                 )
             )
-        chosen = {lease.delivery_id for lease in wanted}
-        for lease in offered:
-            if len(wanted) >= limit:
-                break
-            due = Due(lease.delivery_id, lease.endpoint_id, lease.attempt - 1, lease.version)
-            if lease.delivery_id in chosen or (accept is not None and not accept(due)):
-                continue
-            wanted.append(lease)
         return self._write_leases(tx, wanted, stamp)
 
     def _write_leases(self, tx: Tx, leases: list[Lease], now_text: str | None) -> list[Lease]:

@@ -353,7 +353,6 @@ class Sender:
             await self._release_finished()
             return cfg.poll_seconds  # a finishing attempt wakes the loop
         now = self.ledger.clock.now()
-        until = now + timedelta(seconds=cfg.timeout_seconds + cfg.lease_margin_seconds)
         if time.monotonic() - self._last_purge >= PURGE_EVERY_SECONDS:
             self._last_purge = time.monotonic()
             await self._call(self.claims.purge, now)
@@ -392,10 +391,7 @@ class Sender:
                 accept=accept,
                 scan=min(free * 4, 1000),
                 release=release,
-                offered=[
-                    Lease(i, d.endpoint_id, d.attempts + 1, d.version, cfg.owner, until)
-                    for i, d in known.items()
-                ],
+                offered=[Due(i, d.endpoint_id, d.attempts, d.version) for i, d in known.items()],
             )
         except BaseException:
             self._finished.extend(release)  # next pass (or they expire by themselves)

@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import pytest
 
-from delivery.claims import TEST_DELIVERY_GRACE, DeliveryClaims, Lease, prepare_tables
+from delivery.claims import TEST_DELIVERY_GRACE, DeliveryClaims, Due, Lease, prepare_tables
 from projections.delivery_queue import COLUMNS, DeliveryQueueProjection
 from storage.config import parse_database_url
 from storage.sql import SqlStore, utc_text
@@ -205,10 +205,9 @@ def test_offered_leases_fill_the_room_the_due_rows_leave(store):
     b = DeliveryClaims(store, owner="b")
     assert b.claim_one(held_elsewhere, "e1", 1, NOW, 60) is not None
     a = DeliveryClaims(store, owner="a")
-    until = NOW + timedelta(seconds=30)
 
-    def offer(*ids: str, endpoint: str = "e1") -> list[Lease]:
-        return [Lease(i, endpoint, 1, 1, "a", until) for i in ids]
+    def offer(*ids: str, endpoint: str = "e1") -> list[Due]:
+        return [Due(i, endpoint, 0, 1) for i in ids]
 
     leases, next_due = a.claim_batch(
         NOW, limit=4, lease_seconds=30, offered=offer(held_elsewhere, fresh_a, fresh_b)
@@ -230,3 +229,7 @@ def test_offered_leases_fill_the_room_the_due_rows_leave(store):
         accept=lambda due: due.endpoint_id != "full",
     )
     assert [lease.delivery_id for lease in leases] == [fresh_c]
+    # one both due in the view and offered (the view caught up first) is leased once
+    (shown,) = add(store, due=NOW - timedelta(seconds=1))
+    leases, _ = a.claim_batch(NOW, limit=5, lease_seconds=30, offered=offer(shown))
+    assert [lease.delivery_id for lease in leases] == [shown]
