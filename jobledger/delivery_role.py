@@ -99,22 +99,20 @@ class DeliveryRole:
             self.store.close()
             raise
         self.read_models = read_models
-        read_models.runners[QUEUE_RUNNER].position_changed.append(self._queue_moved)
-        self._fanout().made.append(self.sender.offer)
-
-    def _fanout(self) -> DeliveryFanout:
-        fanout = self.read_models.runners[FANOUT_RUNNER].projection
+        queue = read_models.runners[QUEUE_RUNNER].projection
+        fanout = read_models.runners[FANOUT_RUNNER].projection
+        assert isinstance(queue, DeliveryQueueProjection)
         assert isinstance(fanout, DeliveryFanout)
-        return fanout
+        self._queue, self._fanout = queue, fanout
+        read_models.runners[QUEUE_RUNNER].position_changed.append(self._queue_moved)
+        fanout.made.append(self.sender.offer)
 
     def _queue_moved(self, position: int) -> None:
         """Wake the sender when the queue view's batch left a delivery pending that a pass
         could take: not for the ones it took from the fan-out as they were made, nor for
         rows that left the pending state (an empty pass per batch cost about 4 % of the
         process's CPU at 100 jobs/s)."""
-        queue = self.read_models.runners[QUEUE_RUNNER].projection
-        assert isinstance(queue, DeliveryQueueProjection)
-        if self.sender.has_news(queue.pending):
+        if self.sender.has_news(self._queue.pending):
             self.sender.wake(position)
 
     def wake(self, position: int = 0) -> None:
@@ -133,7 +131,6 @@ class DeliveryRole:
         callbacks = self.read_models.runners[QUEUE_RUNNER].position_changed
         if self._queue_moved in callbacks:
             callbacks.remove(self._queue_moved)
-        made = self._fanout().made
-        if self.sender.offer in made:
-            made.remove(self.sender.offer)
+        if self.sender.offer in self._fanout.made:
+            self._fanout.made.remove(self.sender.offer)
         self.store.close()
