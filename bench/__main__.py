@@ -35,7 +35,7 @@ import httpx
 import orjson
 import psycopg
 
-from bench import load, plots
+from bench import cpu, load, plots
 from bench.ceiling import ceiling_figures
 from bench.delivery_figures import delivery_section
 from bench.lifecycle_figures import lifecycle_figures
@@ -90,12 +90,18 @@ def in_threads(threads: int, total: int, work: Callable[[int, int], None]) -> fl
 RAW_RUNS = 3
 
 
-def raw_rate(url: str, threads: int, total: int) -> float:
+def raw_rate(url: str, threads: int, total: int, use: cpu.Use | None = None) -> float:
     """The create baseline: the median of `RAW_RUNS` runs of `raw_inserts`, after a
     checkpoint. One run's rate moved between 5,500 and 7,800 rows/s from one bench to the
     next on the same day (the server's WAL flushes), and every create ratio moved with it."""
     checkpoint()
-    return statistics.median(raw_inserts(url, threads, total) for _ in range(RAW_RUNS))
+    use = use if use is not None else cpu.Use()
+    rates = []
+    for _ in range(RAW_RUNS):
+        with cpu.measure(use, {"bench (psycopg clients)": os.getpid()}):
+            rates.append(raw_inserts(url, threads, total))
+        use.operations += total
+    return statistics.median(rates)
 
 
 def raw_inserts(url: str, threads: int, total: int) -> float:
@@ -185,23 +191,30 @@ def signing_rates(rounds: int) -> tuple[float, float]:
 
 
 @contextmanager
-def child(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
+def child(
+    args: list[str], env: dict[str, str], ready_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(  # noqa: S603 - our own commands
         args, env={**os.environ, **env}, stdout=subprocess.DEVNULL
     )
     try:
         wait_http(ready_url, process, args[0])  # (120 s: start-up crawls on a loaded machine)
-        yield
+        yield process
     finally:
         stop_child(process)
 
 
 def _api_run(
-    url: str, total: int, *serve_args: str, with_projector: bool = False
+    url: str,
+    total: int,
+    *serve_args: str,
+    with_projector: bool = False,
+    use: cpu.Use | None = None,
 ) -> tuple[Result, Result, str]:
     """`ledger serve --role api *serve_args` hammered with creates, then with reads of one job:
     (creates, reads, that job's id). `with_projector`: the views run in a projector process
-    started first (the API process only serves)."""
+    started first (the API process only serves). `use`: the machine's CPU during the creates
+    (`bench.cpu`)."""
     port = free_port()
     env = {
         "LEDGER_DATABASE_URL": url,
@@ -215,16 +228,19 @@ def _api_run(
     base = f"http://127.0.0.1:{port}"
     command = [LEDGER, "serve", "--role", "api", "--port", str(port), *serve_args]
     with contextlib.ExitStack() as stack:
+        processes = {}
         if with_projector:
-            stack.enter_context(projector(url, env))
-        stack.enter_context(child(command, env, f"{base}/healthz"))
+            processes["projector"] = stack.enter_context(projector(url, env)).pid
+        processes["api"] = stack.enter_context(child(command, env, f"{base}/healthz")).pid
         tenant = httpx.post(
             f"{base}/v1/tenants",
             json={"name": "bench"},
             headers={"Authorization": f"Bearer {BENCH_ADMIN}"},
         ).json()
         auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
-        creates = hammer_creates(base, auth, total)
+        with cpu.measure(use if use is not None else cpu.Use(), processes) as measured:
+            creates = hammer_creates(base, auth, total)
+        measured.operations += creates.requests
         job = httpx.post(
             f"{base}/v1/jobs",
             content=JOB_BODY,
@@ -236,14 +252,20 @@ def _api_run(
     return creates, reads, str(job["id"])
 
 
-def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
+def api_figures(url: str, raw_rate: float, raw_use: cpu.Use, quick: bool) -> list[Figure]:
     """Create-job API and status reads at 32 clients against `ledger serve --role api`: in one
     serving process, in two (`--processes 2`), and in one beside a projector process that
     runs the views (which a lone API process runs itself)."""
     total = 2000 if quick else 10000
-    creates, reads, job_id = _api_run(url, total)
+    lone, beside = cpu.Use(), cpu.Use()
+    creates, reads, job_id = _api_run(url, total, use=lone)
     creates_2, reads_2, _ = _api_run(url, total, "--processes", "2")
-    creates_p, reads_p, _ = _api_run(url, total, with_projector=True)
+    creates_p, reads_p, _ = _api_run(url, total, with_projector=True, use=beside)
+    raw_name = "raw psycopg, 1 row/tx, 4 connections"
+    cpu.BUDGETS.append(cpu.Budget("POST /v1/jobs, lone API process", lone, raw_name, raw_use, 0.5))
+    cpu.BUDGETS.append(
+        cpu.Budget("POST /v1/jobs, views in a projector process", beside, raw_name, raw_use, 0.5)
+    )
     schema = url.split("schema=")[1]
     baseline_port = free_port()
     with child(
@@ -263,7 +285,6 @@ def api_figures(url: str, raw_rate: float, quick: bool) -> list[Figure]:
             concurrency=32,
             total=total * 2,
         )
-    raw_name = "raw psycopg, 1 row/tx, 4 connections"
     plain_name = f"Starlette + psycopg pool, one row (p99 {plain.p99_ms:.1f} ms)"
     return [
         Figure(
@@ -325,8 +346,9 @@ def measure(quick: bool) -> list[Figure]:
     jobs = 1000 if quick else 5000
     figures = []
     with pg_schema() as (url, _):
-        raw = raw_rate(url, 4, jobs)
-        figures += api_figures(url, raw, quick)
+        raw_use = cpu.Use()
+        raw = raw_rate(url, 4, jobs, raw_use)
+        figures += api_figures(url, raw, raw_use, quick)
         figures += ceiling_figures(raw, quick)
         service = bench_service(url)
         try:
@@ -341,16 +363,25 @@ def measure(quick: bool) -> list[Figure]:
                     0.5,
                 )
             )
+            events = service.ledger.recorder.max_notification_id() or 0
+            rebuilt, read = cpu.Use(operations=events), cpu.Use(operations=events)
+            this = {"bench (this process)": os.getpid()}
+            with cpu.measure(rebuilt, this):
+                rebuild_events = rebuild_rate(service)
+            with cpu.measure(read, this):
+                read_events = raw_log_read(service)
+            read_name = "raw read + decode of the log, 500/batch"
             figures.append(
                 Figure(
                     "job_status rebuild (PostgreSQL)",
                     "events/s",
-                    rebuild_rate(service),
-                    "raw read + decode of the log, 500/batch",
-                    raw_log_read(service),
+                    rebuild_events,
+                    read_name,
+                    read_events,
                     0.5,
                 )
             )
+            cpu.BUDGETS.append(cpu.Budget("job_status rebuild", rebuilt, read_name, read, 0.5))
         finally:
             service.close()
     ours, bare = signing_rates(5_000 if quick else 50_000)
@@ -401,7 +432,15 @@ def main() -> int:
     text = table(figures)
     (ticks, stolen), (ticks_0, stolen_0) = machine_ticks(), ticks_before
     ticks, stolen = ticks - ticks_0, stolen - stolen_0
-    print(text + "\n\n" + clients)
+    budgets = (
+        "Where the CPU goes (`bench/cpu.py`): the whole machine's busy CPU per operation while "
+        "each side of a figure ran, split by process; other is what no named process covers "
+        "(the load generator, the kernel's loopback networking, processes that ended). When "
+        "both sides keep the machine busy, the ratio of their rates is the inverse ratio of "
+        "these costs: the last column is the ratio they allow and the cost per operation the "
+        "target needs.\n\n" + cpu.table(cpu.BUDGETS)
+    )
+    print(text + "\n\n" + budgets + "\n\n" + clients)
     header = (
         "# Performance\n\n"
         "Written by `make bench` (`python -m bench`); every figure is measured beside its "
@@ -429,7 +468,9 @@ def main() -> int:
         + ".\n\n"
     )
     pictures = plots.write(figures, Path(args.out).parent / "perf")
-    Path(args.out).write_text(header + text + "\n\n" + clients + "\n\n" + pictures + "\n")
+    Path(args.out).write_text(
+        header + text + "\n\n" + budgets + "\n\n" + clients + "\n\n" + pictures + "\n"
+    )
     return 0
 
 

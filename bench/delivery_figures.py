@@ -42,8 +42,10 @@ import aiohttp
 import orjson
 import psycopg
 
+from bench import cpu
 from bench.http_clients import (
     ClientResult,
+    Receiver,
     client_table,
     measure_clients,
     running_receiver,
@@ -143,8 +145,12 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def sender_rate(url: str, receiver_url: str, total: int) -> tuple[float, list[bytes]]:
-    """Figure 2, ours: deliveries/s by the real sender; also the bodies it had to send."""
+def sender_rate(
+    url: str, receiver: Receiver, total: int, use: cpu.Use | None = None
+) -> tuple[float, list[bytes]]:
+    """Figure 2, ours: deliveries/s by the real sender; also the bodies it had to send.
+    `use`: the machine's CPU while it sends (`bench.cpu`)."""
+    receiver_url = receiver.url
     service = bench_service(url, allow_private_targets=True)
     read_models = ReadModels(service)
     read_models.start()
@@ -167,12 +173,15 @@ def sender_rate(url: str, receiver_url: str, total: int) -> tuple[float, list[by
         role.sender.attempt_finished.append(on_attempt)
         stop = threading.Event()
         thread = threading.Thread(target=role.run, args=(stop,), name="bench-delivery")
-        t0 = time.perf_counter()
-        cpu0 = os.times()
-        thread.start()
-        if not done.wait(timeout=300):
-            raise RuntimeError(f"bench: only {len(finished)} of {total} deliveries were sent")
-        seconds = time.perf_counter() - t0
+        processes = {"bench (sender + views)": os.getpid(), "receiver": receiver.pid}
+        with cpu.measure(use if use is not None else cpu.Use(), processes) as measured:
+            t0 = time.perf_counter()
+            cpu0 = os.times()
+            thread.start()
+            if not done.wait(timeout=300):
+                raise RuntimeError(f"bench: only {len(finished)} of {total} deliveries were sent")
+            seconds = time.perf_counter() - t0
+        measured.operations += total
         cpu1 = os.times()
         log.info(
             "sent %d in %.1f s; this process used %.1f ms CPU per delivery",
@@ -252,7 +261,7 @@ def processes_rate(
                 errors.seek(0)
                 sys.stderr.write(errors.read()[-2000:].decode(errors="replace"))
             raise
-        cpu = sum(cpu_seconds(process.pid) for process in started)
+        used = sum(cpu_seconds(process.pid) for process in started)
         arrivals = sorted(t for t, _ in receiver.received())
     rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
     log.info(
@@ -260,9 +269,9 @@ def processes_rate(
         processes,
         len(arrivals),
         rate,
-        cpu * 1000 / total,
+        used * 1000 / total,
     )
-    return rate, cpu * 1000 / total
+    return rate, used * 1000 / total
 
 
 async def _bare(receiver_url: str, bodies: list[bytes], concurrency: int) -> float:
@@ -286,10 +295,18 @@ async def _bare(receiver_url: str, bodies: list[bytes], concurrency: int) -> flo
         return len(bodies) / (time.perf_counter() - t0)
 
 
-def bare_rate(receiver_url: str, bodies: list[bytes], concurrency: int = 64) -> float:
+def bare_rate(
+    receiver: Receiver, bodies: list[bytes], concurrency: int = 64, use: cpu.Use | None = None
+) -> float:
     """Figure 2, baseline: the fastest client (aiohttp) + Standard Webhooks signing."""
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # the sender's loop
-        return runner.run(_bare(receiver_url, bodies, concurrency))
+    processes = {"bench (aiohttp + HMAC)": os.getpid(), "receiver": receiver.pid}
+    with (
+        asyncio.Runner(loop_factory=event_loop_factory()) as runner,  # the sender's loop
+        cpu.measure(use if use is not None else cpu.Use(), processes) as measured,
+    ):
+        rate = runner.run(_bare(receiver.url, bodies, concurrency))
+    measured.operations += len(bodies)
+    return rate
 
 
 def latency(url: str, quick: bool) -> tuple[list[float], int]:
@@ -392,10 +409,11 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
         # The bare sender is aiohttp: the fastest client in every comparison we ran.
         single = next(r for r in results if r.client == "aiohttp" and r.concurrency == 1)
         total = 500 if quick else 5000
+        sent, sent_bare = cpu.Use(), cpu.Use()
         with pg_schema() as (url, _):
             log.info("checkpoint before the delivery figure: %.1f s", checkpoint())
-            ours, bodies = sender_rate(url, receiver.url, total)
-        bare = bare_rate(receiver.url, bodies)
+            ours, bodies = sender_rate(url, receiver, total, sent)
+        bare = bare_rate(receiver, bodies, use=sent_bare)
     with pg_schema() as (url, _):
         log.info("checkpoint before the two-process delivery figure: %.1f s", checkpoint())
         scaled, scaled_cpu = processes_rate(url, total, 2)
@@ -403,6 +421,9 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
         log.info("checkpoint before the projector delivery figure: %.1f s", checkpoint())
         beside, beside_cpu = processes_rate(url, total, 1, with_projector=True)
     bare_name = "bare aiohttp (64 in flight) + HMAC signing, same receiver"
+    cpu.BUDGETS.append(
+        cpu.Budget("webhook delivery, in-process sender", sent, bare_name, sent_bare, 0.5)
+    )
     figures += [
         Figure(
             f"webhook delivery, {total} pending, signed + attempt recorded (PostgreSQL)",
@@ -483,11 +504,14 @@ def main() -> int:
         print(f"{sys.argv[-1]} processes {rate:,.0f}/s, {cpu_ms:.2f} ms CPU per delivery")
     else:
         total = 500 if quick else 5000
+        sent, sent_bare = cpu.Use(), cpu.Use()
         with running_receiver() as receiver:
             with pg_schema() as (url, _):
-                ours, bodies = sender_rate(url, receiver.url, total)
-            bare = bare_rate(receiver.url, bodies)
+                ours, bodies = sender_rate(url, receiver, total, sent)
+            bare = bare_rate(receiver, bodies, use=sent_bare)
+        cpu.BUDGETS.append(cpu.Budget("webhook delivery", sent, "bare aiohttp", sent_bare, 0.5))
         print(f"ours {ours:,.0f}/s bare {bare:,.0f}/s ratio {ours / bare:.2f}")
+        print(cpu.table(cpu.BUDGETS))
     return 0
 
 

@@ -83,6 +83,7 @@ def receive(port: int, record: bool) -> None:
 @dataclass(frozen=True)
 class Receiver:
     url: str  # POST here
+    pid: int = 0  # the receiver's process
     # One client for the bench's polling: `httpx.get` builds a client and its TLS context per
     # call (10-15 ms of CPU); at 20 polls a second that took a fifth of a core.
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30), repr=False)
@@ -118,7 +119,7 @@ def running_receiver(*, record: bool = False) -> Iterator[Receiver]:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("the bench receiver did not start")
             time.sleep(0.05)
-        receiver = Receiver(f"{base}/hooks")
+        receiver = Receiver(f"{base}/hooks", process.pid)
         try:
             yield receiver
         finally:

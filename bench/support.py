@@ -290,7 +290,7 @@ def stop_child(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
 
 
 @contextmanager
-def projector(url: str, env: dict[str, str]) -> Iterator[None]:
+def projector(url: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """`ledger serve --role projector` on the schema, once it owns every view (their advisory
     locks): a serving process started after it stands by and runs none of them."""
     process = subprocess.Popen(  # noqa: S603 - our own command
@@ -335,7 +335,7 @@ def projector(url: str, env: dict[str, str]) -> Iterator[None]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError("the projector did not take and catch up its views")
                 time.sleep(0.2)
-        yield
+        yield process
     finally:
         stop_child(process)
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bench import plots
+from bench import cpu, plots
 from bench.load import ImpossibleLatencies, Result, parse_wrk
 from bench.scale_figures import TARGET, _label, _within
 from bench.support import Figure, cpu_seconds, rss_mb
@@ -17,6 +17,35 @@ def test_proc_readings_of_this_process() -> None:
     sum(i * i for i in range(300_000))  # burn a little CPU
     assert cpu_seconds(os.getpid()) >= before
     assert 5 < rss_mb(os.getpid()) < 10_000
+
+
+def test_cpu_measure_counts_this_process_and_the_machine() -> None:
+    use = cpu.Use()
+    with cpu.measure(use, {"bench": os.getpid(), "gone": 2**22 + 1}):
+        sum(i * i for i in range(3_000_000))  # about 0.2 s of CPU
+    use.operations = 10
+    assert use.seconds > 0
+    assert use.parts["bench"] > 0.05  # ticks of 10 ms
+    assert use.parts["gone"] == 0.0  # no such process: counted under other
+    assert use.busy >= use.parts["bench"] * 0.8  # the machine saw at least this process
+    assert 0 < use.utilisation <= 1.05
+    assert cpu.POSTGRES in use.parts
+
+
+def test_cpu_budget_ratio_and_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    ours = cpu.Use(1000, 1.0, 1.6, {cpu.POSTGRES: 0.4, "api": 0.9})
+    raw = cpu.Use(4000, 1.0, 1.6, {cpu.POSTGRES: 1.4})
+    budget = cpu.Budget("POST", ours, "raw", raw, 0.5)
+    assert budget.ceiling == pytest.approx(0.25)  # 1.6 ms against 0.4 ms per operation
+    assert ours.split() == "postgres 0.400, api 0.900, other 0.300"
+    assert ours.busiest() == ("api", pytest.approx(0.9))  # postgres is many processes
+    assert raw.busiest() == ("-", 0.0)
+    rows = cpu.table([budget]).splitlines()
+    assert len(rows) == 4
+    assert "| POST | ours | 1,000 | 80% | 1.600 |" in rows[2]  # 1.6 s busy of 2 cores x 1 s
+    assert "0.25x (target 0.5x: ours must cost <= 0.800 ms)" in rows[2]
+    assert rows[3].startswith("| raw | baseline | 4,000 | 80% | 0.400 |")
 
 
 def test_wrk_figures_are_read_and_impossible_latencies_refused() -> None:
