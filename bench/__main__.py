@@ -437,8 +437,9 @@ def main() -> int:
         "each side of a figure ran, split by process; other is what no named process covers "
         "(the load generator, the kernel's loopback networking, processes that ended). When "
         "both sides keep the machine busy, the ratio of their rates is the inverse ratio of "
-        "these costs: the last column is the ratio they allow and the cost per operation the "
-        "target needs.\n\n" + cpu.table(cpu.BUDGETS)
+        "these costs. And one Python process does at most one core's work: our busiest "
+        "process's CPU per operation caps our rate too. The last column gives both ratios and "
+        "the cost per operation the target needs from each.\n\n" + cpu.table(cpu.BUDGETS)
     )
     print(text + "\n\n" + budgets + "\n\n" + clients)
     header = (
