@@ -95,12 +95,12 @@ def raw_rate(url: str, threads: int, total: int, use: cpu.Use | None = None) -> 
     checkpoint. One run's rate moved between 5,500 and 7,800 rows/s from one bench to the
     next on the same day (the server's WAL flushes), and every create ratio moved with it."""
     checkpoint()
-    use = use if use is not None else cpu.Use()
     rates = []
     for _ in range(RAW_RUNS):
-        with cpu.measure(use, {"bench (psycopg clients)": os.getpid()}):
+        with cpu.measure(use, {"bench (psycopg clients)": os.getpid()}) as measured:
             rates.append(raw_inserts(url, threads, total))
-        use.operations += total
+        measured.operations += total
+        use = measured  # the runs add up in one
     return statistics.median(rates)
 
 
@@ -238,7 +238,7 @@ def _api_run(
             headers={"Authorization": f"Bearer {BENCH_ADMIN}"},
         ).json()
         auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
-        with cpu.measure(use if use is not None else cpu.Use(), processes) as measured:
+        with cpu.measure(use, processes) as measured:
             creates = hammer_creates(base, auth, total)
         measured.operations += creates.requests
         job = httpx.post(

@@ -143,10 +143,12 @@ def _sample(processes: Mapping[str, int]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def measure(use: Use, processes: Mapping[str, int]) -> Iterator[Use]:
-    """Fill `use` with the wall time, the machine's busy time and that of PostgreSQL and of
-    `processes` (name -> pid, sampled at both ends: a process that ends inside the window is
-    counted under other) while the block runs; the caller sets `use.operations`."""
+def measure(use: Use | None, processes: Mapping[str, int]) -> Iterator[Use]:
+    """Add to `use` (None: a new one; the one filled is yielded) the wall time, the machine's
+    busy time and that of PostgreSQL and of `processes` (name -> pid, sampled at both ends: a
+    process that ends inside the window is counted under other) while the block runs; the
+    caller adds to `use.operations`."""
+    use = use if use is not None else Use()
     before, busy, t0 = _sample(processes), machine_busy_seconds(), time.perf_counter()
     yield use
     after = _sample(processes)

@@ -77,6 +77,7 @@ log = logging.getLogger("bench")
 LATENCY_RATE = 100.0  # jobs/s (the issue's figure 3)
 P50_TARGET_MS = 20.0
 P99_TARGET_MS = 100.0
+BARE_NAME = "bare aiohttp (64 in flight) + HMAC signing, same receiver"
 
 
 def _endpoint(service: Service, url: str, max_in_flight: int = 64) -> tuple[str, UUID]:
@@ -150,12 +151,11 @@ def sender_rate(
 ) -> tuple[float, list[bytes]]:
     """Figure 2, ours: deliveries/s by the real sender; also the bodies it had to send.
     `use`: the machine's CPU while it sends (`bench.cpu`)."""
-    receiver_url = receiver.url
     service = bench_service(url, allow_private_targets=True)
     read_models = ReadModels(service)
     read_models.start()
     try:
-        tenant_id, endpoint_id = _endpoint(service, receiver_url)
+        tenant_id, endpoint_id = _endpoint(service, receiver.url)
         t = time.perf_counter()
         _make_deliveries(service, tenant_id, endpoint_id, total)
         log.info("made %d deliveries in %.1f s", total, time.perf_counter() - t)
@@ -173,21 +173,19 @@ def sender_rate(
         role.sender.attempt_finished.append(on_attempt)
         stop = threading.Event()
         thread = threading.Thread(target=role.run, args=(stop,), name="bench-delivery")
-        processes = {"bench (sender + views)": os.getpid(), "receiver": receiver.pid}
-        with cpu.measure(use if use is not None else cpu.Use(), processes) as measured:
+        this = "bench (sender + views)"
+        with cpu.measure(use, {this: os.getpid(), "receiver": receiver.pid}) as measured:
             t0 = time.perf_counter()
-            cpu0 = os.times()
             thread.start()
             if not done.wait(timeout=300):
                 raise RuntimeError(f"bench: only {len(finished)} of {total} deliveries were sent")
             seconds = time.perf_counter() - t0
         measured.operations += total
-        cpu1 = os.times()
         log.info(
             "sent %d in %.1f s; this process used %.1f ms CPU per delivery",
             total,
             seconds,
-            (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1000 / total,
+            measured.per_operation_ms(measured.parts[this]),
         )
         stop.set()
         thread.join(timeout=30)
@@ -302,11 +300,25 @@ def bare_rate(
     processes = {"bench (aiohttp + HMAC)": os.getpid(), "receiver": receiver.pid}
     with (
         asyncio.Runner(loop_factory=event_loop_factory()) as runner,  # the sender's loop
-        cpu.measure(use if use is not None else cpu.Use(), processes) as measured,
+        cpu.measure(use, processes) as measured,
     ):
         rate = runner.run(_bare(receiver.url, bodies, concurrency))
     measured.operations += len(bodies)
     return rate
+
+
+def throughput(receiver: Receiver, total: int) -> tuple[float, float]:
+    """Figure 2 in one process beside its baseline, to the same receiver with the same bodies:
+    (ours, bare) deliveries/s; both sides' CPU go to `bench.cpu.BUDGETS`."""
+    sent, sent_bare = cpu.Use(), cpu.Use()
+    with pg_schema() as (url, _):
+        log.info("checkpoint before the delivery figure: %.1f s", checkpoint())
+        ours, bodies = sender_rate(url, receiver, total, sent)
+    bare = bare_rate(receiver, bodies, use=sent_bare)
+    cpu.BUDGETS.append(
+        cpu.Budget("webhook delivery, in-process sender", sent, BARE_NAME, sent_bare, 0.5)
+    )
+    return ours, bare
 
 
 def latency(url: str, quick: bool) -> tuple[list[float], int]:
@@ -409,27 +421,19 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
         # The bare sender is aiohttp: the fastest client in every comparison we ran.
         single = next(r for r in results if r.client == "aiohttp" and r.concurrency == 1)
         total = 500 if quick else 5000
-        sent, sent_bare = cpu.Use(), cpu.Use()
-        with pg_schema() as (url, _):
-            log.info("checkpoint before the delivery figure: %.1f s", checkpoint())
-            ours, bodies = sender_rate(url, receiver, total, sent)
-        bare = bare_rate(receiver, bodies, use=sent_bare)
+        ours, bare = throughput(receiver, total)
     with pg_schema() as (url, _):
         log.info("checkpoint before the two-process delivery figure: %.1f s", checkpoint())
         scaled, scaled_cpu = processes_rate(url, total, 2)
     with pg_schema() as (url, _):
         log.info("checkpoint before the projector delivery figure: %.1f s", checkpoint())
         beside, beside_cpu = processes_rate(url, total, 1, with_projector=True)
-    bare_name = "bare aiohttp (64 in flight) + HMAC signing, same receiver"
-    cpu.BUDGETS.append(
-        cpu.Budget("webhook delivery, in-process sender", sent, bare_name, sent_bare, 0.5)
-    )
     figures += [
         Figure(
             f"webhook delivery, {total} pending, signed + attempt recorded (PostgreSQL)",
             "deliveries/s",
             ours,
-            bare_name,
+            BARE_NAME,
             bare,
             0.5,
         ),
@@ -438,7 +442,7 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
             f"arrival ({scaled_cpu:.2f} ms CPU per delivery, start-up included)",
             "deliveries/s",
             scaled,
-            bare_name,
+            BARE_NAME,
             bare,
             0.5,
         ),
@@ -448,7 +452,7 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
             "delivery process, start-up included)",
             "deliveries/s",
             beside,
-            bare_name,
+            BARE_NAME,
             bare,
             0.5,
         ),
@@ -503,13 +507,8 @@ def main() -> int:
             )
         print(f"{sys.argv[-1]} processes {rate:,.0f}/s, {cpu_ms:.2f} ms CPU per delivery")
     else:
-        total = 500 if quick else 5000
-        sent, sent_bare = cpu.Use(), cpu.Use()
         with running_receiver() as receiver:
-            with pg_schema() as (url, _):
-                ours, bodies = sender_rate(url, receiver, total, sent)
-            bare = bare_rate(receiver, bodies, use=sent_bare)
-        cpu.BUDGETS.append(cpu.Budget("webhook delivery", sent, "bare aiohttp", sent_bare, 0.5))
+            ours, bare = throughput(receiver, 500 if quick else 5000)
         print(f"ours {ours:,.0f}/s bare {bare:,.0f}/s ratio {ours / bare:.2f}")
         print(cpu.table(cpu.BUDGETS))
     return 0
