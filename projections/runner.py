@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from ledger.application import JobLedger
 from ledger.errors import StoreUnavailable
-from storage.recorder import written_topics
+from storage.recorder import TopicNotifyingRecorder, written_topics
 from storage.sql import SqlStore, Tx, utc_text
 
 log = logging.getLogger("jobledger.projections")
@@ -255,10 +255,15 @@ class RunnerGroup:
     def run(self, stop: threading.Event, *, listen: bool = True) -> None:
         """Follow until `stop` is set (`listen`: on PostgreSQL, with a LISTEN connection of
         its own)."""
-        store = self.runners[0].store if self.runners else None
+        recorder = self.runners[0].ledger.recorder if self.runners else None
         listener = (
-            LogListener(store, lambda topics: self.notify(0, topics), stop)
-            if listen and store is not None and store.is_postgres
+            LogListener(
+                self.runners[0].store,
+                recorder.channel_name,
+                lambda topics: self.notify(0, topics),
+                stop,
+            )
+            if listen and isinstance(recorder, TopicNotifyingRecorder)
             else None
         )
         if listener is not None:
@@ -558,21 +563,22 @@ class _Ownership:
 
 
 class LogListener(threading.Thread):
-    """LISTEN on the ledger's NOTIFY channel so saves in other processes wake runners (one
-    connection per process is enough: `wake` is called with the topics each write names, or
-    None when its NOTIFY does not say)."""
+    """LISTEN on the ledger's NOTIFY channel (`channel`: its recorder's `channel_name`) so
+    saves in other processes wake runners (one connection per process is enough: `wake` is
+    called with the topics each write names, or None when its NOTIFY does not say)."""
 
-    CHANNEL = "ledger_events"
     STOP_CHECK_SECONDS = 0.1  # how soon a stop is noticed (psycopg cannot interrupt notifies)
 
     def __init__(
         self,
         store: SqlStore,
+        channel: str,
         wake: Callable[[frozenset[str] | None], None],
         stop: threading.Event,
     ) -> None:
         super().__init__(name="projection-listen", daemon=True)
         self.store = store
+        self.channel = channel
         self.wake = wake
         self.stop = stop
 
@@ -581,7 +587,7 @@ class LogListener(threading.Thread):
             try:
                 conn = self.store.database.connect()
                 with conn:
-                    conn.execute(f"LISTEN {self.CHANNEL}")
+                    conn.execute(f"LISTEN {self.channel}")  # (needs no quotes: see notify_channel)
                     while not self.stop.is_set():
                         for notify in conn.notifies(timeout=self.STOP_CHECK_SECONDS):
                             self.wake(written_topics(notify.payload))

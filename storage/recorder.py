@@ -12,6 +12,11 @@ oversized payload means "anything" (the bare NOTIFY of an older process included
 The NOTIFY is sent inside the writing transaction, after the table lock, as the library's is:
 PostgreSQL delivers it at commit, and not at all on rollback.
 
+Its channel is the ledger's schema's (`notify_channel`). The library names it after the events
+table alone, and channels belong to the database: every ledger sharing one database in its own
+schema (staging beside production, or a test run's) woke every other one's runners, which then
+read their own log for nothing.
+
 `select_events_of(ids)` reads the events of many aggregates in one statement, where the
 library reads one aggregate per call: the sender loads every delivery of a claim pass with it
 (one round trip and one thread hop per pass instead of one per delivery).
@@ -19,6 +24,7 @@ library reads one aggregate per call: the sender loads every delivery of a claim
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
@@ -31,6 +37,18 @@ from psycopg.sql import SQL, Identifier
 # PostgreSQL refuses payloads of 8000 bytes or more; past this, the payload says "anything".
 MAX_PAYLOAD = 7000
 NOTIFY_STATEMENT = "SELECT pg_notify(%s, %s)"
+
+
+def notify_channel(events_table: str, schema: str) -> str:
+    """The NOTIFY channel of the ledger in `schema`: the library's name (the events table's)
+    in `public`, so processes of an earlier release there still hear and are heard; elsewhere
+    the schema's name appended (a digest of it past PostgreSQL's 63-byte names)."""
+    if schema == "public":
+        return events_table
+    channel = f"{events_table}_{schema}"
+    if len(channel) > 63:
+        channel = f"{events_table}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
+    return channel
 
 
 def topics_payload(topics: Iterable[str]) -> str:
@@ -46,6 +64,7 @@ def written_topics(payload: str) -> frozenset[str] | None:
 class TopicNotifyingRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.channel_name = notify_channel(self.channel_name, self.datastore.schema)
         # The library sends one array of a composite type, which psycopg dumps field by field
         # in Python (about 22 us per event at 100 a save); four arrays of plain types in
         # binary are dumped in C (about 5 us; 21 against 42 us at 10 a save). Same rows, same

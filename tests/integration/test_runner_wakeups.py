@@ -19,7 +19,7 @@ from ledger.tenancy import ApiKey, Tenant
 from projections.job_status import JobStatusProjection, get_doc
 from projections.runner import LogListener, ProjectionRunner, RunnerGroup, _read_log
 from projections.state_history import JobStateHistoryProjection
-from storage.recorder import MAX_PAYLOAD, topics_payload, written_topics
+from storage.recorder import MAX_PAYLOAD, notify_channel, topics_payload, written_topics
 from storage.sql import SqlStore
 from tests.conftest import make_new_job
 
@@ -90,6 +90,14 @@ def test_payload_round_trip() -> None:
     assert topics_payload(f"topic-{i:05d}" for i in range(MAX_PAYLOAD // 8)) == ""
 
 
+def test_each_schema_has_its_own_channel() -> None:
+    assert notify_channel("ledger_events", "public") == "ledger_events"  # earlier releases'
+    assert notify_channel("ledger_events", "staging") == "ledger_events_staging"
+    longest = [notify_channel("ledger_events", c * 63) for c in "ab"]
+    assert all(len(name) <= 63 and name.startswith("ledger_events_") for name in longest)
+    assert longest[0] != longest[1]
+
+
 def test_own_topics_wake_at_once(ledger: JobLedger, store, runner, running) -> None:
     runner.pass_over_seconds = SLOW  # only the wake-up can make this pass in time
     ledger.saved_listeners.append(runner.notify)
@@ -140,9 +148,8 @@ def test_notify_names_the_topics_written(postgres_url: str) -> None:
             heard = []
             for notify in conn.notifies(timeout=5):
                 heard.append(written_topics(notify.payload))
-                if heard[-1] == {Job.JobCreated.TOPIC}:
-                    break  # (the channel is the database's: other schemas' writes come too)
-        assert heard[-1] == frozenset({Job.JobCreated.TOPIC}), heard
+                break
+        assert heard == [frozenset({Job.JobCreated.TOPIC})], heard
     finally:
         service.close()
 
@@ -160,11 +167,11 @@ def test_the_listener_hears_the_topics_another_connection_wrote(postgres_url: st
     stop = threading.Event()
 
     def wake(topics: frozenset[str] | None) -> None:
-        heard.append(topics)  # (the channel is the database's: other schemas' writes come too)
+        heard.append(topics)
         if topics == expected:
             got.set()
 
-    listener = LogListener(store, wake, stop)
+    listener = LogListener(store, service.ledger.recorder.channel_name, wake, stop)
     listener.start()
     try:
         time.sleep(0.5)  # LISTEN is issued
@@ -174,11 +181,53 @@ def test_the_listener_hears_the_topics_another_connection_wrote(postgres_url: st
         finally:
             writer.close()
         assert got.wait(10), f"the write's NOTIFY was not heard with its topics: {heard}"
+        assert heard == [expected]  # and nothing else: no other schema's writes
     finally:
         stop.set()
         listener.join(timeout=5)
         store.close()
         service.close()
+
+
+@pytest.mark.postgres
+def test_a_listener_hears_nothing_of_another_schemas_ledger(
+    postgres_database, postgres_url: str
+) -> None:
+    from jobledger.bootstrap import build
+    from jobledger.settings import Settings
+    from tests.conftest import drop_schema, fresh_postgres_url
+
+    other_url = fresh_postgres_url(postgres_database)
+    service = build(Settings(database_url=postgres_url))
+    other = build(Settings(database_url=other_url))
+    store = SqlStore(service.database)
+    heard: list[frozenset[str] | None] = []
+    got = threading.Event()
+    stop = threading.Event()
+
+    def wake(topics: frozenset[str] | None) -> None:
+        heard.append(topics)
+        got.set()
+
+    channel = service.ledger.recorder.channel_name
+    assert channel != other.ledger.recorder.channel_name
+    listener = LogListener(store, channel, wake, stop)
+    listener.start()
+    try:
+        time.sleep(0.5)  # LISTEN is issued
+        other.ledger.create_tenant("elsewhere", actor="admin:test")
+        # the other schema's write commits and is delivered (if it were) before this one's
+        service.ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="k", actor="a")
+        assert got.wait(10), "this schema's write was not heard"
+        time.sleep(0.3)  # anything else on the channel arrives meanwhile
+        assert heard == [frozenset({Job.JobCreated.TOPIC})], heard
+    finally:
+        stop.set()
+        listener.join(timeout=5)
+        store.close()
+        other.close()
+        service.close()
+        drop_schema(other_url)
 
 
 class Exploding:
