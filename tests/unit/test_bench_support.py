@@ -7,6 +7,7 @@ import os
 import pytest
 
 from bench import cpu, plots
+from bench.delivery_figures import DELIVERY_PROCESS, Latency
 from bench.load import ImpossibleLatencies, Result, parse_wrk
 from bench.scale_figures import TARGET, _label, _within
 from bench.support import Figure, cpu_seconds, rss_mb
@@ -51,6 +52,25 @@ def test_cpu_budget_ratio_and_table(monkeypatch: pytest.MonkeyPatch) -> None:
         "<= 0.500 ms in api) |"
     ) in rows[2]
     assert rows[3].startswith("| raw | baseline | 4,000 | 80% | 0.400 |")
+
+
+def test_the_latency_figure_names_its_stages_and_how_busy_the_cores_were(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    use = cpu.Use(2000, 20.0, 29.0, {DELIVERY_PROCESS: 14.6, cpu.POSTGRES: 3.0})
+    stages = {"fan-out": (19.8, 58.0), "queue + claim": (11.4, 23.7), "HTTP": (2.6, 7.5)}
+    run = Latency([30.0, 40.0], 2000, use, stages)
+    assert run.delivery_share() == pytest.approx(0.73)
+    assert run.explained(0) == (
+        "stages p50 ms: fan-out 20, queue + claim 11, HTTP 3; delivery process at 73% of a "
+        "core, machine 72% busy"
+    )
+    assert run.explained(1).startswith("stages p99 ms: fan-out 58, queue + claim 24, HTTP 8;")
+    unread = Latency([], 2000, cpu.Use(), {})
+    assert unread.explained(0) == (
+        "stages p50 ms: not read; delivery process at 0% of a core, machine 0% busy"
+    )
 
 
 def test_wrk_figures_are_read_and_impossible_latencies_refused() -> None:
