@@ -16,6 +16,7 @@ import pytest
 from ledger.application import JobLedger
 from ledger.job import Job
 from ledger.tenancy import ApiKey, Tenant
+from projections.attempt_outcomes import AttemptOutcomesProjection
 from projections.job_status import JobStatusProjection, get_doc
 from projections.runner import LogListener, ProjectionRunner, RunnerGroup, _read_log
 from projections.state_history import JobStateHistoryProjection
@@ -278,6 +279,32 @@ def test_one_thread_follows_every_runner_of_its_group_and_one_failing_stops_none
         assert broken.position() == 0  # nothing it failed to apply is counted as applied
         assert threads_used == {thread}  # no thread per view
     assert not thread.is_alive()
+
+
+def test_a_runner_passed_over_reads_once_a_period_however_often_its_group_wakes(
+    ledger: JobLedger, store
+) -> None:
+    status = ProjectionRunner(ledger, store, JobStatusProjection(ledger), poll_seconds=SLOW)
+    outcomes = ProjectionRunner(
+        ledger, store, AttemptOutcomesProjection(), poll_seconds=SLOW, pass_over_seconds=SLOW
+    )
+    for runner in (status, outcomes):
+        runner.setup()
+    first = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="k0", actor="a")
+    group = RunnerGroup([status, outcomes])
+    ledger.saved_listeners.append(group.notify)
+    with group_thread(group) as thread:
+        thread.start()
+        wait_for(lambda: outcomes.position() >= first.position, "no first read")
+        for i in range(1, 4):
+            head = ledger.create_job(
+                make_new_job(), tenant_id="t", idempotency_key=f"k{i}", actor="a"
+            )
+            wait_for(lambda at=head.position: status.position() >= at, "the job view lags")
+        # Each job woke the group for the job view. None of them concerns the outcomes view
+        # (it counts attempts): it moves over them once its period is out, not with every
+        # round (a read and a transaction each, most of a quiet delivery process's work).
+        assert outcomes.position() == first.position
 
 
 @pytest.mark.postgres
