@@ -1,9 +1,10 @@
 """Jobs by state over time: how many jobs each tenant had in each state at the end of each
 hour (the console's chart), derived from the log alone.
 
-Three tables: `job_state_history` (tenant, hour, state -> jobs: the counts after the last
-event of that hour), `job_state_history_now` (the running counts per tenant) and
-`job_state_history_jobs` (each job's current state, to know what an event moves it from).
+Three tables: `job_state_history` (tenant, hour, state -> jobs: the count after the last
+event of that hour, for the states that changed in it), `job_state_history_now` (the
+running counts per tenant) and `job_state_history_jobs` (each job's current state, to know
+what an event moves it from).
 An hour without events has no rows: its counts are those of the last hour before it
 (`state_history` carries them forward).
 """
@@ -64,6 +65,8 @@ class JobStateHistoryProjection:
         ):
             jobs[str(job_id)] = (str(tenant), str(state))
         counts: dict[str, dict[str, int]] = {}
+        # (tenant, hour) -> the counts of the states that changed in that hour: only those
+        # rows are written (a job's event moves one or two of the seven states)
         snapshots: dict[tuple[str, str], dict[str, int]] = {}
         for _, event in events:
             job_id = str(event.originator_id)
@@ -76,11 +79,15 @@ class JobStateHistoryProjection:
             after = str(TRANSITIONS[type(event).__name__][1])
             if tenant not in counts:
                 counts[tenant] = self._counts(tx, tenant)
+            by_state = counts[tenant]
+            snapshot = snapshots.setdefault((tenant, hour_of(event.timestamp)), {})
             if before is not None:
-                counts[tenant][before] -= 1
-            counts[tenant][after] += 1
+                by_state[before] -= 1
+                snapshot[before] = by_state[before]
+            by_state[after] += 1
+            snapshot[after] = by_state[after]
             jobs[job_id] = (tenant, after)
-            snapshots[(tenant, hour_of(event.timestamp))] = dict(counts[tenant])
+        changed = {(tenant, state) for (tenant, _), by in snapshots.items() for state in by}
         tx.upsert_many(
             f"{t}_jobs",
             ("job_id", "tenant_id", "state"),
@@ -91,7 +98,7 @@ class JobStateHistoryProjection:
         tx.upsert_many(
             f"{t}_now",
             ("tenant_id", "state", "jobs"),
-            [(tenant, s, n) for tenant, by in counts.items() for s, n in by.items()],
+            [(tenant, s, counts[tenant][s]) for tenant, s in sorted(changed)],
             key=("tenant_id", "state"),
         )
         tx.upsert_many(
@@ -122,7 +129,10 @@ def state_history(
     hours: int = 24,
     table: str = "job_state_history",
 ) -> list[tuple[datetime, dict[str, int]]]:
-    """Jobs in each state at the end of each of the last `hours` hours (all tenants: None)."""
+    """Jobs in each state at the end of each of the last `hours` hours (all tenants: None).
+
+    An hour holds rows for the states that changed in it (all seven, where an earlier release
+    wrote it): each state's count carries forward from the last hour that has its row."""
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
     first = start.strftime(HOUR_FORMAT)
     last = now.strftime(HOUR_FORMAT)
@@ -130,8 +140,9 @@ def state_history(
     latest: dict[str, dict[str, int]] = {}
     for tenant, state, n in tx.execute(
         f"SELECT h.tenant_id, h.state, h.jobs FROM {table} h JOIN ("
-        f"SELECT tenant_id, MAX(hour) AS hour FROM {table} WHERE {scope}hour < ? "
-        "GROUP BY tenant_id) m ON h.tenant_id = m.tenant_id AND h.hour = m.hour",
+        f"SELECT tenant_id, state, MAX(hour) AS hour FROM {table} WHERE {scope}hour < ? "
+        "GROUP BY tenant_id, state) m "
+        "ON h.tenant_id = m.tenant_id AND h.state = m.state AND h.hour = m.hour",
         [*params, first],
     ).fetchall():
         latest.setdefault(str(tenant), {})[str(state)] = int(n)

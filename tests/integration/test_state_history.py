@@ -50,21 +50,29 @@ def test_counts_at_the_end_of_each_hour_match_the_log(ledger, service, clock, ba
         now = clock.now() + timedelta(hours=2)  # two quiet hours at the end carry forward
         for tenant in ("t1", "t2", None):
             expected = oracle(ledger, tenant)
-            first = datetime.strptime(min(expected), "%Y-%m-%dT%H").replace(tzinfo=UTC)
-            hours = int((now - first).total_seconds() // 3600) + 3  # from before the first
-            with store.transaction() as tx:
-                series = state_history(tx, tenant, now=now, hours=hours)
-            last: dict[str, int] = {}
-            checked = 0
-            for at, counts in series:
-                key = at.strftime("%Y-%m-%dT%H")
-                if key in expected:
-                    last = expected[key]
-                    checked += 1
-                assert {s: n for s, n in counts.items() if n} == {
-                    s: n for s, n in last.items() if n
-                }, (tenant, key)
-            assert checked == len(expected) > 3
-            assert sum(series[-1][1].values()) > 0
+            hours_with_events = sorted(expected)
+            assert len(hours_with_events) > 3
+            # from before the first event, and from each later hour with events (what came
+            # before the window carries into it, each state from the last hour that changed it)
+            for since in hours_with_events:
+                first = datetime.strptime(since, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+                hours = int((now - first).total_seconds() // 3600) + 1
+                if since == hours_with_events[0]:
+                    hours += 2  # two quiet hours before the first event
+                with store.transaction() as tx:
+                    series = state_history(tx, tenant, now=now, hours=hours)
+                earlier = [h for h in hours_with_events if h < series[0][0].strftime("%Y-%m-%dT%H")]
+                last: dict[str, int] = expected[earlier[-1]] if earlier else {}
+                checked = 0
+                for at, counts in series:
+                    key = at.strftime("%Y-%m-%dT%H")
+                    if key in expected:
+                        last = expected[key]
+                        checked += 1
+                    assert {s: n for s, n in counts.items() if n} == {
+                        s: n for s, n in last.items() if n
+                    }, (tenant, since, key)
+                assert checked == len([h for h in hours_with_events if h >= since])
+                assert sum(series[-1][1].values()) > 0
     finally:
         store.close()
