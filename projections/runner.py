@@ -407,7 +407,8 @@ class RunnerGroup:
         wait = self.OWNERSHIP_CHECK_SECONDS if len(owned) < len(self.runners) else float("inf")
         for runner in owned:
             wait = min(wait, runner._next_poll - now)
-            if runner._passed_over:
+            if runner._passed_over and retry_at.get(id(runner), 0.0) <= now:
+                # (one waiting to retry reads at its retry, which counts below)
                 wait = min(wait, runner._pass_over_at - now)
         wait = min([wait, MAX_WAIT_SECONDS, *(at - now for at in retry_at.values() if at > now)])
         return max(wait, 0.0)

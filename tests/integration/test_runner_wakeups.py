@@ -307,6 +307,21 @@ def test_a_runner_passed_over_reads_once_a_period_however_often_its_group_wakes(
         assert outcomes.position() == first.position
 
 
+def test_a_runner_waiting_to_retry_is_not_read_for_others_writes_before_then(
+    ledger: JobLedger, store
+) -> None:
+    runner = ProjectionRunner(ledger, store, AttemptOutcomesProjection(), poll_seconds=SLOW)
+    group = RunnerGroup([runner])
+    now = time.monotonic()
+    runner._reading(now - 1.0)  # its last read: a second ago, its pass-over period is out
+    runner.notify(0, frozenset({Job.JobCreated.TOPIC}))  # others' topics: passed over
+    assert runner._due(now)
+    # but its last batch failed and it retries in 0.5 s: the group sleeps until then (a wait
+    # of 0 would spin the group's thread until the retry)
+    wait = group._wait_seconds([runner], {id(runner): now + 0.5})
+    assert 0.3 < wait <= 0.5
+
+
 @pytest.mark.postgres
 def test_a_second_group_stands_by_and_takes_over_when_the_owner_stops(postgres_url: str) -> None:
     from jobledger.bootstrap import build
