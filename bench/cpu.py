@@ -57,7 +57,11 @@ class Use:
         if not single or not self.seconds:
             return "-", 0.0
         name = max(single, key=lambda n: single[n])
-        return name, single[name] / self.seconds
+        return name, self.share(name)
+
+    def share(self, name: str) -> float:
+        """The share of one core that the process named `name` used (0: not measured)."""
+        return self.parts.get(name, 0.0) / self.seconds if self.seconds else 0.0
 
     def split(self) -> str:
         """'name 0.12, ..., other 0.03' in ms per operation; other: what the named processes

@@ -338,18 +338,14 @@ class Latency:
     use: cpu.Use
     stages: dict[str, tuple[float, float]]
 
-    def delivery_share(self) -> float:
-        """The delivery process's CPU while the jobs came, as a share of one core."""
-        seconds = self.use.seconds
-        return self.use.parts.get(DELIVERY_PROCESS, 0.0) / seconds if seconds else 0.0
-
     def explained(self, at: int) -> str:
         """Where the time went, at the stages' p50 (`at` 0) or p99 (1), and how busy the
         delivery process and the machine were: queueing behind a busy core shows here."""
         stages = ", ".join(f"{name} {values[at]:.0f}" for name, values in self.stages.items())
         return (
             f"stages {('p50', 'p99')[at]} ms: {stages or 'not read'}; delivery process at "
-            f"{self.delivery_share():.0%} of a core, machine {self.use.utilisation:.0%} busy"
+            f"{self.use.share(DELIVERY_PROCESS):.0%} of a core, "
+            f"machine {self.use.utilisation:.0%} busy"
         )
 
 

@@ -61,7 +61,7 @@ def test_the_latency_figure_names_its_stages_and_how_busy_the_cores_were(
     use = cpu.Use(2000, 20.0, 29.0, {DELIVERY_PROCESS: 14.6, cpu.POSTGRES: 3.0})
     stages = {"fan-out": (19.8, 58.0), "queue + claim": (11.4, 23.7), "HTTP": (2.6, 7.5)}
     run = Latency([30.0, 40.0], 2000, use, stages)
-    assert run.delivery_share() == pytest.approx(0.73)
+    assert use.share(DELIVERY_PROCESS) == pytest.approx(0.73)
     assert run.explained(0) == (
         "stages p50 ms: fan-out 20, queue + claim 11, HTTP 3; delivery process at 73% of a "
         "core, machine 72% busy"
