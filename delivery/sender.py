@@ -249,6 +249,10 @@ class Sender:
         self._schedules: dict[tuple[float, ...], RetrySchedule] = {}
         # delivery id -> queue-row version already acted on: the view may still show it due
         self._acted: OrderedDict[str, int] = OrderedDict()
+        # The last pass left room, and rows it scanned were ones the view still shows due
+        # though this sender has acted on them: the view catching up may uncover due rows
+        # behind them, so its next batch wakes the sender whatever that batch holds.
+        self._behind_lagging_rows = False
         self._records: Rounds[AttemptOutcome, Changed] = Rounds(self._record_round)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -283,7 +287,13 @@ class Sender:
     def has_news(self, pending: Iterable[tuple[str, int]]) -> bool:
         """Whether a pass could find one of these (delivery id, version) rows, pending in
         the queue view: one this sender is not sending and has not acted on at that version.
-        Thread-safe (the queue view's runner asks, before waking the sender)."""
+        Thread-safe (the queue view's runner asks, before waking the sender).
+
+        Any batch is news after a pass that found only rows the view had not caught up on
+        (`_behind_lagging_rows`): without that wake-up, pending deliveries beyond them
+        waited for the fallback poll (a second without a send, seen under load)."""
+        if self._behind_lagging_rows:
+            return True
         tasks, acted = self._tasks, self._acted
         return any(i not in tasks and acted.get(i, -1) < v for i, v in pending)
 
@@ -361,9 +371,12 @@ class Sender:
         full = {e for e, n in inflight.items() if n >= limits[e]}
         taken: Counter[str] = Counter()
         acted, running = self._acted, self._tasks
+        lagging = 0
 
         def accept(due: Due) -> bool:  # runs in the claim's thread: only reads
+            nonlocal lagging
             if acted.get(due.delivery_id, -1) >= due.version or due.delivery_id in running:
+                lagging += 1
                 return False
             limit = limits.get(due.endpoint_id) or self._limit(due.endpoint_id)
             if inflight.get(due.endpoint_id, 0) + taken[due.endpoint_id] >= limit:
@@ -398,6 +411,7 @@ class Sender:
             raise
         for lease, ready in leases:
             self._launch(lease, ready)
+        self._behind_lagging_rows = lagging > 0 and len(leases) < free
         if len(leases) >= free or next_due is None:
             return cfg.poll_seconds  # full (a finishing attempt wakes us) or nothing pending
         delay = (next_due - now).total_seconds()

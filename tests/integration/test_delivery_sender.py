@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -318,6 +319,50 @@ def test_the_queue_showing_a_delivery_being_sent_does_not_wake_the_sender(
         sent.set()
         recording.set()
     wait_until(env.attempts_sent, "the attempt recorded")
+
+
+def test_a_pass_blocked_by_rows_the_view_has_not_caught_up_on_is_woken_when_it_does(
+    make_env, webhook_receiver, monkeypatch
+):
+    """One send at a time scans four due rows a pass (SQLite's pass may take one more).
+    Once the oldest rows scanned are deliveries already sent, whose attempts the (held)
+    queue view does not show yet, a pass finds nothing to take; the view catching up must
+    wake the sender for those left, not the fallback poll (30 s here; under load it was a
+    second without a send)."""
+    env = make_env(sender={"concurrency": 1, "poll_seconds": 30.0})
+    env.queue_only()
+    receiver = webhook_receiver()
+    queue = env.read_models.runners["delivery_queue"].projection
+    prepare, view_released = queue.prepare, threading.Event()
+
+    def attempts_held(store, events):
+        if any(isinstance(e, Delivery.DeliveryAttempted) for _, e in events):
+            view_released.wait(15)
+        prepare(store, events)
+
+    monkeypatch.setattr(queue, "prepare", attempts_held)
+    claim, claims_released = env.sender.claims.claim_batch, threading.Event()
+
+    def claim_when_released(*args, **kwargs):
+        claims_released.wait(15)
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(env.sender.claims, "claim_batch", claim_when_released)
+    endpoint_id = env.endpoint(receiver.url("/a")).endpoint.id
+    try:
+        for n in range(6):
+            env.job(f"job-{n}")
+        wait_until(lambda: len(env.deliveries(endpoint_id)) == 6, "six rows in the queue")
+        claims_released.set()
+        wait_until(lambda: len(env.attempts_sent()) >= 4, "four attempts behind the view")
+        time.sleep(0.5)  # the next pass finds only rows already sent: nothing to take
+        assert len(receiver.requests_for("/a")) < 6
+        view_released.set()
+        wait_until(lambda: len(env.attempts_sent()) == 6, "the two left, once the view moved")
+    finally:
+        claims_released.set()
+        view_released.set()
+    assert len({r.headers["webhook-id"] for r in receiver.requests_for("/a")}) == 6
 
 
 def test_the_delivery_role_sends_on_uvloop(make_env, webhook_receiver):
