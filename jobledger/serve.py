@@ -172,6 +172,7 @@ def start_serving_process(
         # What start-up made (modules, schemas, pools) lives as long as the process: out of
         # the collector's sight, so its full collections walk only what requests make.
         gc.freeze()
+        gc.set_threshold(SERVING_GC_THRESHOLD, *gc.get_threshold()[1:])
         return process
 
 
@@ -184,6 +185,12 @@ def root_cause(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
+# Allocations between young-generation collections in a serving process (Python's default is
+# 700). A request, a batch of creates or a view's batch lives across many default collections,
+# each walking it again; at 50,000 the API process spent 5-8 % less CPU per create and its p99
+# fell from 25 to 19 ms (issue 8, figure 1). Only cyclic garbage waits longer to be freed:
+# everything else goes when its last reference does.
+SERVING_GC_THRESHOLD = 50_000
 STARTUP_FIRST_RETRY_SECONDS = 0.5
 STARTUP_MAX_RETRY_SECONDS = 5.0
 

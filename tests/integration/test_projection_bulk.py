@@ -5,6 +5,7 @@ in a row, leaving the live tables with their own index names and no shadow behin
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from ledger.application import JobLedger
 from ledger.clock import ManualClock
 from projections.job_status import JobStatusProjection
-from projections.runner import ProjectionRunner, _indexes, rebuild
+from projections.runner import REBUILD_GC_THRESHOLD, ProjectionRunner, _indexes, rebuild
 from storage.sql import BULK_ROWS, SqlStore, Tx
 from tests.conftest import make_new_job
 
@@ -100,10 +101,19 @@ def test_rebuild_in_bulk_batches_equals_the_live_rows_twice(
         indexes_before = sorted(_indexes(tx, "job_status"))
     assert any(name.startswith("job_status_") for name, _ in indexes_before)
 
+    thresholds_seen: set[int] = set()
+    threshold_before = gc.get_threshold()
     for _ in range(2):  # again: the renamed indexes' names must not get in the way
         position = rebuild(
-            ledger, store, JobStatusProjection(ledger), JobStatusProjection(ledger, table="js_bulk")
+            ledger,
+            store,
+            JobStatusProjection(ledger),
+            JobStatusProjection(ledger, table="js_bulk"),
+            progress=lambda *_: thresholds_seen.add(gc.get_threshold()[0]),
         )
+        # young collections rare while it caught up, the process's own setting afterwards
+        assert thresholds_seen == {REBUILD_GC_THRESHOLD}
+        assert gc.get_threshold() == threshold_before
         assert position == runner.position()
         assert rows(store, "job_status") == live
         with store.transaction() as tx:
