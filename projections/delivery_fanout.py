@@ -214,8 +214,8 @@ class DeliveryFanout:
                 "attempt": event.attempt,
             }
         webhook_type = JOB_EVENT_WEBHOOK_TYPES.get(name)
-        if webhook_type is None:
-            return []
+        if webhook_type is None or not self._tenant_endpoints.get(job["tenant_id"]):
+            return []  # (no payload built for a tenant without endpoints)
         data = {
             "job_id": job_id,
             "tenant_id": job["tenant_id"],
