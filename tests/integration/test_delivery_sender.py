@@ -200,14 +200,17 @@ def test_a_claim_pass_reads_its_deliveries_together(make_env, webhook_receiver, 
     assert all(d.state == DeliveryState.SUCCEEDED for d in env.deliveries(registered.endpoint.id))
 
 
-def _hold_new_queue_rows(env, monkeypatch) -> threading.Event:
-    """Hold the delivery-queue view's batches that make deliveries until the event returned
-    is set (before the view's transaction: no SQLite write lock is held meanwhile)."""
+def _hold_new_queue_rows(
+    env, monkeypatch, holding: type = Delivery.DeliveryCreated
+) -> threading.Event:
+    """Hold the delivery-queue view's batches with a `holding` event (by default: those
+    that make deliveries) until the event returned is set (before the view's transaction:
+    no SQLite write lock is held meanwhile)."""
     queue = env.read_models.runners["delivery_queue"].projection
     prepare, release = queue.prepare, threading.Event()
 
     def held(store, events):
-        if any(isinstance(e, Delivery.DeliveryCreated) for _, e in events):
+        if any(isinstance(e, holding) for _, e in events):
             release.wait(15)
         prepare(store, events)
 
@@ -332,15 +335,7 @@ def test_a_pass_blocked_by_rows_the_view_has_not_caught_up_on_is_woken_when_it_d
     env = make_env(sender={"concurrency": 1, "poll_seconds": 30.0})
     env.queue_only()
     receiver = webhook_receiver()
-    queue = env.read_models.runners["delivery_queue"].projection
-    prepare, view_released = queue.prepare, threading.Event()
-
-    def attempts_held(store, events):
-        if any(isinstance(e, Delivery.DeliveryAttempted) for _, e in events):
-            view_released.wait(15)
-        prepare(store, events)
-
-    monkeypatch.setattr(queue, "prepare", attempts_held)
+    view_released = _hold_new_queue_rows(env, monkeypatch, Delivery.DeliveryAttempted)
     claim, claims_released = env.sender.claims.claim_batch, threading.Event()
 
     def claim_when_released(*args, **kwargs):
