@@ -360,8 +360,9 @@ class Sender:
         )
         offered, self._offered = self._offered, []
         if free <= 0 or self._stopping:
+            self._behind_lagging_rows = False  # full: a finishing attempt wakes the loop
             await self._release_finished()
-            return cfg.poll_seconds  # a finishing attempt wakes the loop
+            return cfg.poll_seconds
         now = self.ledger.clock.now()
         if time.monotonic() - self._last_purge >= PURGE_EVERY_SECONDS:
             self._last_purge = time.monotonic()
