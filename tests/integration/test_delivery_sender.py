@@ -200,9 +200,7 @@ def test_a_claim_pass_reads_its_deliveries_together(make_env, webhook_receiver, 
     assert all(d.state == DeliveryState.SUCCEEDED for d in env.deliveries(registered.endpoint.id))
 
 
-def _hold_new_queue_rows(
-    env, monkeypatch, holding: type = Delivery.DeliveryCreated
-) -> threading.Event:
+def _hold_queue_view(env, monkeypatch, holding: type = Delivery.DeliveryCreated) -> threading.Event:
     """Hold the delivery-queue view's batches with a `holding` event (by default: those
     that make deliveries) until the event returned is set (before the view's transaction:
     no SQLite write lock is held meanwhile)."""
@@ -246,7 +244,7 @@ def test_a_fresh_delivery_is_sent_before_the_queue_view_shows_it_and_only_once(
     once the queue shows the delivery, it is not sent again."""
     env = make_env()
     receiver = webhook_receiver()
-    release = _hold_new_queue_rows(env, monkeypatch)
+    release = _hold_queue_view(env, monkeypatch)
     reads = _sender_reads(env, monkeypatch)
     registered = env.endpoint(receiver.url("/a"))
     try:
@@ -274,7 +272,7 @@ def test_the_queue_wakes_the_sender_only_for_deliveries_a_pass_could_take(
     sender. A delivery the sender has not taken does."""
     env = make_env()
     receiver = webhook_receiver()
-    release = _hold_new_queue_rows(env, monkeypatch)
+    release = _hold_queue_view(env, monkeypatch)
     woken_by_queue = _queue_wakes(env, monkeypatch)
     registered = env.endpoint(receiver.url("/a"))
     try:
@@ -304,7 +302,7 @@ def test_the_queue_showing_a_delivery_being_sent_does_not_wake_the_sender(
 
     monkeypatch.setattr(env.ledger, "record_delivery_attempts", held)
     woken_by_queue = _queue_wakes(env, monkeypatch)
-    sent = _hold_new_queue_rows(env, monkeypatch)  # the queue shows it once it is on the wire
+    sent = _hold_queue_view(env, monkeypatch)  # the queue shows it once it is on the wire
     runner = env.read_models.runners["delivery_queue"]
     pending_batches: list[list[tuple[str, int]]] = []
     # called after the role's own callback: a batch seen here was already judged
@@ -335,7 +333,7 @@ def test_a_pass_blocked_by_rows_the_view_has_not_caught_up_on_is_woken_when_it_d
     env = make_env(sender={"concurrency": 1, "poll_seconds": 30.0})
     env.queue_only()
     receiver = webhook_receiver()
-    view_released = _hold_new_queue_rows(env, monkeypatch, Delivery.DeliveryAttempted)
+    view_released = _hold_queue_view(env, monkeypatch, Delivery.DeliveryAttempted)
     claim, claims_released = env.sender.claims.claim_batch, threading.Event()
 
     def claim_when_released(*args, **kwargs):
@@ -353,7 +351,7 @@ def test_a_pass_blocked_by_rows_the_view_has_not_caught_up_on_is_woken_when_it_d
         time.sleep(0.5)  # the next pass finds only rows already sent: nothing to take
         assert len(receiver.requests_for("/a")) < 6
         view_released.set()
-        wait_until(lambda: len(env.attempts_sent()) == 6, "the two left, once the view moved")
+        wait_until(lambda: len(env.attempts_sent()) == 6, "those left, once the view moved")
     finally:
         claims_released.set()
         view_released.set()
