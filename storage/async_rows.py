@@ -63,9 +63,15 @@ class AsyncRows:
         if self.breaker.is_open:
             return None
         try:
-            async with self.pool.connection() as conn:
+            # getconn/putconn, not `pool.connection()`: its context manager also enters the
+            # connection's, which commits (nothing to commit in autocommit), a twentieth of a
+            # status read's CPU in all
+            conn = await self.pool.getconn()
+            try:
                 cursor = await conn.execute(sql, params)
                 row = await cursor.fetchone()
+            finally:
+                await self.pool.putconn(conn)  # (a broken connection is replaced)
         except (psycopg.Error, PoolTimeout) as error:
             log.debug("read on the loop failed (%s); the threaded path answers", error)
             return None
