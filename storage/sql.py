@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
+
 from ledger.errors import StoreUnavailable
 from storage.config import PING_AFTER_IDLE_SECONDS, Database
 
@@ -31,15 +33,28 @@ class Cursor(Protocol):
 
 
 def utc_text(value: datetime | None) -> str | None:
+    """The stored form of a time: `2026-11-23T10:00:00.000000Z` (naive: taken as local)."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if value.year < 1000:  # (orjson pads the year to four digits, strftime does not)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # orjson, not strftime: a fifth of its time, and views write several times per row
+    text = orjson.dumps(value, option=orjson.OPT_UTC_Z)[1:-1].decode()
+    return text if value.microsecond else f"{text[:-1]}.000000Z"
 
 
 def parse_utc_text(value: str | None) -> datetime | None:
+    """The time `utc_text` stored."""
     if value is None:
         return None
+    if len(value) == UTC_TEXT_LENGTH and value[-1] == "Z":
+        return datetime.fromisoformat(value)  # a thirtieth of strptime's time
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+UTC_TEXT_LENGTH = len("2026-11-23T10:00:00.000000Z")
 
 
 CREATE_IF_MISSING = re.compile(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)")
