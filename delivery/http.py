@@ -133,7 +133,7 @@ async def _post_direct(
             "content-length": str(len(body)),
         }
         async with asyncio.timeout(timeout):
-            response = await transport.open(METHOD, target, answer.request_headers, body, timeout)
+            response = await transport.open(METHOD, target, answer.request_headers, body)
             try:
                 answer.status = response.status
                 answer.reason = response.reason or ""
