@@ -29,13 +29,13 @@ from api.auth import Authenticator
 from api.config import ApiConfig
 from api.console import console_routes
 from api.context import ApiState, api_state
+from api.http import query_of
 from api.limits import BodyLimit
 from api.openapi import build_document
 from api.problems import Problem
 from api.rate_limit import RateLimit
 from api.reads import AggregateJobReads, JobReads, ProjectionJobReads, StatusDocs
 from api.routes import deliveries, endpoints, jobs, ops, tenants
-from api.schemas import parse_query
 from api.targets import TargetCheck
 from api.webhook_reads import WebhookReads
 from api.webhook_tester import WebhookTester
@@ -96,11 +96,11 @@ def create_app(
                 await webhook_tester.aclose()
 
     async def healthz(request: Request) -> Response:
-        parse_query(list(request.query_params.multi_items()), [])
+        query_of(request, [])
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        parse_query(list(request.query_params.multi_items()), [])
+        query_of(request, [])
         api = api_state(request)
         retry = {"Retry-After": str(config.retry_after_seconds)}
         try:
@@ -126,7 +126,7 @@ def create_app(
         return JSONResponse({"status": "ready", **found})
 
     async def openapi(request: Request) -> Response:
-        parse_query(list(request.query_params.multi_items()), [])
+        query_of(request, [])
         return JSONResponse(document)
 
     app = Starlette(

@@ -17,7 +17,7 @@ from api import webhook_schemas as ws
 from api.auth import Permission
 from api.bodies import read_json
 from api.context import ApiState, api_state
-from api.http import json_response, path_uuid
+from api.http import json_response, path_uuid, query_of
 from api.problems import Problem
 from api.webhook_reads import DeliveryFilters, WebhookReads
 from ledger.application import JobLedger
@@ -30,7 +30,7 @@ MANUAL_RETRY_REASON = "manual"
 async def list_deliveries(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_WEBHOOKS)
-    query = schemas.parse_query(list(request.query_params.multi_items()), ws.LIST_DELIVERIES_PARAMS)
+    query = query_of(request, ws.LIST_DELIVERIES_PARAMS)
     filters = DeliveryFilters(
         state=query.get("state"),
         endpoint_id=query.get("endpoint_id"),
@@ -45,7 +45,7 @@ async def get_delivery(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_WEBHOOKS)
     delivery_id = path_uuid(request, ws.DELIVERY_ID, not_found="delivery")
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     detail = await api.call(_delivery_detail, api.ledger, delivery_id, who.scope)
     return json_response(detail)
 
@@ -54,7 +54,7 @@ async def retry_delivery(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.MANAGE_WEBHOOKS)
     delivery_id = path_uuid(request, ws.DELIVERY_ID, not_found="delivery")
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     body = await read_json(request, required=False) or {}
     schemas.validate_body(ws.DELIVERY_ACTION, body)
     retried = await api.call(

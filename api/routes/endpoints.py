@@ -22,7 +22,7 @@ from api import webhook_schemas as ws
 from api.auth import Permission, Principal
 from api.bodies import read_json
 from api.context import ApiState, api_state
-from api.http import POSITION_HEADER, json_response, path_uuid
+from api.http import POSITION_HEADER, json_response, path_uuid, query_of
 from api.problems import Problem
 from api.routes.deliveries import delivery_page, webhook_reads
 from api.targets import TargetCheck
@@ -43,7 +43,7 @@ RECOVER_LIMIT = 1000
 async def create_endpoint(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.MANAGE_WEBHOOKS)
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     body = await read_json(request, required=True)
     assert body is not None
     schemas.validate_body(ws.NEW_ENDPOINT, body)
@@ -71,7 +71,7 @@ async def create_endpoint(request: Request) -> Response:
 async def list_endpoints(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_WEBHOOKS)
-    query = schemas.parse_query(list(request.query_params.multi_items()), ws.LIST_ENDPOINTS_PARAMS)
+    query = query_of(request, ws.LIST_ENDPOINTS_PARAMS)
     reads = webhook_reads(api, request)
     page = await api.call(
         reads.list_endpoints,
@@ -87,7 +87,7 @@ async def get_endpoint(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_WEBHOOKS)
     endpoint_id = _endpoint_id(request)
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     endpoint = await api.call(api.ledger.get_endpoint, endpoint_id, tenant_id=who.scope)
     return json_response(endpoint.describe())
 
@@ -96,7 +96,7 @@ async def update_endpoint(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.MANAGE_WEBHOOKS)
     endpoint_id = _endpoint_id(request)
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     body = await read_json(request, required=True)
     assert body is not None
     schemas.validate_body(ws.ENDPOINT_CHANGES, body)
@@ -138,7 +138,7 @@ async def delete_endpoint(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.MANAGE_WEBHOOKS)
     endpoint_id = _endpoint_id(request)
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     deleted = await api.call(
         api.ledger.delete_endpoint, endpoint_id, tenant_id=who.scope, actor=who.actor
     )
@@ -150,7 +150,7 @@ async def rotate_secret(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.MANAGE_WEBHOOKS)
     endpoint_id = _endpoint_id(request)
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     body = await read_json(request, required=False) or {}
     schemas.validate_body(ws.ROTATE_SECRET, body)
     rotated, secret = await api.call(
@@ -173,7 +173,7 @@ async def test_endpoint(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.MANAGE_WEBHOOKS)
     endpoint_id = _endpoint_id(request)
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     body = await read_json(request, required=False) or {}
     schemas.validate_body(ws.TEST_EVENT, body)
     endpoint = await api.call(api.ledger.get_endpoint, endpoint_id, tenant_id=who.scope)
@@ -212,9 +212,7 @@ async def endpoint_deliveries(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_WEBHOOKS)
     endpoint_id = _endpoint_id(request)
-    query = schemas.parse_query(
-        list(request.query_params.multi_items()), ws.ENDPOINT_DELIVERIES_PARAMS
-    )
+    query = query_of(request, ws.ENDPOINT_DELIVERIES_PARAMS)
     await api.call(api.ledger.get_endpoint, endpoint_id, tenant_id=who.scope)  # 404 if not theirs
     filters = DeliveryFilters(state=query.get("state"), endpoint_id=str(endpoint_id))
     return await delivery_page(request, api, who.scope, filters, query)
@@ -224,7 +222,7 @@ async def recover(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.MANAGE_WEBHOOKS)
     endpoint_id = _endpoint_id(request)
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     body = await read_json(request, required=True)
     assert body is not None
     schemas.validate_body(ws.RECOVER, body)
@@ -252,7 +250,7 @@ async def endpoint_health(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_WEBHOOKS)
     endpoint_id = _endpoint_id(request)
-    query = schemas.parse_query(list(request.query_params.multi_items()), ws.HEALTH_PARAMS)
+    query = query_of(request, ws.HEALTH_PARAMS)
     endpoint = await api.call(api.ledger.get_endpoint, endpoint_id, tenant_id=who.scope)
     reads = webhook_reads(api, request)
     report = await api.call(

@@ -12,7 +12,7 @@ from api import schemas
 from api.auth import Permission
 from api.bodies import read_json
 from api.context import api_state
-from api.http import json_response, path_uuid
+from api.http import json_response, path_uuid, query_of
 from api.problems import Problem
 from api.reads import JobFilters
 from ledger.errors import InvalidJob
@@ -23,7 +23,7 @@ from ledger.request import MediaSource, NewJob, Pin
 async def create_job(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.CREATE_JOBS)
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     key = _idempotency_key(request)
     body = await read_json(request, required=True)
     assert body is not None
@@ -45,9 +45,7 @@ async def get_job(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_JOBS)
     job_id = path_uuid(request, schemas.JOB_ID, not_found="job")
-    query = schemas.parse_query(
-        list(request.query_params.multi_items()), [schemas.AS_OF, schemas.MIN_POSITION]
-    )
+    query = query_of(request, [schemas.AS_OF, schemas.MIN_POSITION])
     as_of, min_position = query.get("as_of"), query.get("min_position")
     if as_of is None and api.status_docs is not None:  # the common read, on the loop
         doc = await api.status_docs.get(who.scope, job_id, min_position)
@@ -60,7 +58,7 @@ async def get_job(request: Request) -> Response:
 async def list_jobs(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_JOBS)
-    query = schemas.parse_query(list(request.query_params.multi_items()), schemas.LIST_JOBS_PARAMS)
+    query = query_of(request, schemas.LIST_JOBS_PARAMS)
     filters = JobFilters(
         state=query.get("state"),
         account_id=query.get("account_id"),
@@ -87,7 +85,7 @@ async def job_events(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_JOBS)
     job_id = path_uuid(request, schemas.JOB_ID, not_found="job")
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     events = await api.call(api.reads.events, who.scope, job_id)
     return json_response({"job_id": str(job_id), "events": events})
 
@@ -96,7 +94,7 @@ async def job_receipt(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_JOBS)
     job_id = path_uuid(request, schemas.JOB_ID, not_found="job")
-    query = schemas.parse_query(list(request.query_params.multi_items()), [schemas.RECEIPT_FORMAT])
+    query = query_of(request, [schemas.RECEIPT_FORMAT])
     receipt = await api.call(api.reads.receipt, who.scope, job_id)
     if query.get("format", "json") == "md":
         return PlainTextResponse(render_markdown(receipt), media_type="text/markdown")
@@ -107,7 +105,7 @@ async def _change(request: Request, command: str) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.CHANGE_JOBS)
     job_id = path_uuid(request, schemas.JOB_ID, not_found="job")
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     body = await read_json(request, required=False) or {}
     schemas.validate_body(schemas.JOB_ACTION, body)
     await api.call(api.reads.get, who.scope, job_id)  # 404 for another tenant's job

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from api import schemas
 from api.auth import Permission
 from api.context import ApiState, api_state
-from api.http import json_response
+from api.http import json_response, query_of
 from api.problems import Problem
 from ledger.application import JobLedger
 from projections.metrics import CONTENT_TYPE, LedgerCollector, registry_for, render
@@ -34,7 +34,7 @@ from storage.sql import SqlStore
 async def stuck_jobs(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.READ_JOBS)
-    query = schemas.parse_query(list(request.query_params.multi_items()), schemas.STUCK_PARAMS)
+    query = query_of(request, schemas.STUCK_PARAMS)
     tenant_id = who.tenant_filter(query.get("tenant_id"))
     if api.views is None:
         raise _no_read_models(request)
@@ -52,7 +52,7 @@ async def stuck_jobs(request: Request) -> Response:
 async def verify_audit(request: Request) -> Response:
     api = api_state(request)
     await api.authorize(request, Permission.VERIFY_AUDIT)
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     report = await api.call(api.ledger.verify)
     return json_response(report.as_dict())
 
@@ -60,7 +60,7 @@ async def verify_audit(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     api = api_state(request)
     api.authenticator.require_metrics_token(request)
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     if api.metrics is None:  # made with the read models' store
         raise _no_read_models(request)
     body = await api.call(render, api.metrics)

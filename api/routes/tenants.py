@@ -13,7 +13,7 @@ from api import schemas
 from api.auth import Permission
 from api.bodies import read_json
 from api.context import api_state
-from api.http import json_response, path_uuid
+from api.http import json_response, path_uuid, query_of
 from api.reads import decode_cursor, encode_cursor
 from ledger.application import JobLedger
 from ledger.errors import KeyNotFound
@@ -22,7 +22,7 @@ from ledger.errors import KeyNotFound
 async def create_tenant(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.MANAGE_TENANTS)
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     body = await read_json(request, required=True)
     assert body is not None
     schemas.validate_body(schemas.NEW_TENANT, body)
@@ -40,7 +40,7 @@ async def get_tenant(request: Request) -> Response:
     api = api_state(request)
     await api.authorize(request, Permission.MANAGE_TENANTS)
     tenant_id = path_uuid(request, schemas.TENANT_ID, not_found="tenant")
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     tenant = await api.call(api.ledger.get_tenant, tenant_id)
     return json_response(tenant.describe())
 
@@ -54,7 +54,7 @@ async def issue_key(request: Request) -> Response:
     api = api_state(request)
     who = await api.authorize(request, Permission.MANAGE_TENANTS)
     tenant_id = path_uuid(request, schemas.TENANT_ID, not_found="tenant")
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     body = await read_json(request, required=True)
     assert body is not None
     schemas.validate_body(schemas.NEW_KEY, body)
@@ -77,9 +77,7 @@ async def list_keys(request: Request) -> Response:
     api = api_state(request)
     await api.authorize(request, Permission.MANAGE_TENANTS)
     tenant_id = path_uuid(request, schemas.TENANT_ID, not_found="tenant")
-    query = schemas.parse_query(
-        list(request.query_params.multi_items()), [schemas.LIMIT, schemas.CURSOR]
-    )
+    query = query_of(request, [schemas.LIMIT, schemas.CURSOR])
     limit = query.get("limit", schemas.LIST_LIMIT_DEFAULT)
     # The cursor is the count of keys already listed (keys are only ever appended).
     start = decode_cursor(query["cursor"]) if "cursor" in query else 0
@@ -103,7 +101,7 @@ async def get_key(request: Request) -> Response:
     await api.authorize(request, Permission.MANAGE_TENANTS)
     tenant_id = path_uuid(request, schemas.TENANT_ID, not_found="tenant")
     key_id = path_uuid(request, schemas.KEY_ID, not_found="key")
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     found = await api.call(_tenant_key, api.ledger, tenant_id, key_id)
     return json_response(found)
 
@@ -113,7 +111,7 @@ async def revoke_key(request: Request) -> Response:
     who = await api.authorize(request, Permission.MANAGE_TENANTS)
     tenant_id = path_uuid(request, schemas.TENANT_ID, not_found="tenant")
     key_id = path_uuid(request, schemas.KEY_ID, not_found="key")
-    schemas.parse_query(list(request.query_params.multi_items()), [])
+    query_of(request, [])
     try:
         revoked = await api.call(api.ledger.revoke_key, tenant_id, key_id, actor=who.actor)
     finally:  # refused at once in this process (api.auth.KeyCache), even if the call failed late
