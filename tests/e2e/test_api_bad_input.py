@@ -85,6 +85,8 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, int, str | None]] = [
     ("bad cursor", "GET", "/v1/jobs?cursor=%%%", {}, None, 400, "cursor"),
     ("forged cursor", "GET", "/v1/jobs?cursor=bG9nOjA", {}, None, 400, "cursor"),
     ("unknown parameter", "GET", "/v1/jobs?sort=desc", {}, None, 400, "sort"),
+    ("unknown status read parameter", "GET", "/v1/jobs/0b7e4c1e-2f7a-4b8e-9c1d-3a5f6e7d8c9b?fields=id", {}, None, 400, "fields"),
+    ("empty status read parameter", "GET", "/v1/jobs/0b7e4c1e-2f7a-4b8e-9c1d-3a5f6e7d8c9b?min_position=", {}, None, 400, "min_position"),
     ("repeated parameter", "GET", "/v1/jobs?state=queued&state=canceled", {}, None, 400, "state"),
     ("cancel unknown field", "POST", "/v1/jobs/{job}/cancel", JSON, b'{"why": "x"}', 422, "why"),
     ("cancel reason type", "POST", "/v1/jobs/{job}/cancel", JSON, b'{"reason": 5}', 422, "reason"),
