@@ -132,27 +132,25 @@ class DeliveryFanout:
                 ],
             )
         if self._jobs:
-            _upsert(
-                tx,
-                self.jobs_table,
-                JOB_COLUMNS,
-                [
-                    {
-                        **j,
-                        "last_error": orjson.dumps(j["last_error"]).decode()
-                        if j["last_error"]
-                        else None,
-                    }
-                    for j in self._jobs.values()
-                    if j.get("_changed")
-                ],
-            )
+            new: list[tuple[Any, ...]] = []
+            old: list[tuple[Any, ...]] = []
+            for job in self._jobs.values():
+                if job.get("_changed"):
+                    (new if job.get("_new") else old).append(_job_row(job))
+            # a job created in this batch has no row yet (a batch is applied exactly once)
+            tx.insert_many(self.jobs_table, JOB_COLUMNS, new, key=JOB_COLUMNS[:1])
+            tx.upsert_many(self.jobs_table, JOB_COLUMNS, old, key=JOB_COLUMNS[:1])
         self.forget()
 
     # -- internals --
 
     def _load(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
-        job_ids = {str(e.originator_id) for _, e in events if isinstance(e, Job.Event)}
+        # jobs created in this batch have no row to read (the usual batch under creates)
+        job_ids = {
+            str(e.originator_id)
+            for _, e in events
+            if isinstance(e, Job.Event) and e.originator_version > 1
+        }
         for row in tx.rows_where_in(
             f"SELECT {', '.join(JOB_COLUMNS)} FROM {self.jobs_table}", "job_id", sorted(job_ids)
         ):
@@ -190,6 +188,7 @@ class DeliveryFanout:
                 "attempts": 0,
                 "external_ref": None,
                 "last_error": None,
+                "_new": True,
             }
             self._jobs[job_id] = job
         else:
@@ -304,6 +303,14 @@ class DeliveryFanout:
                 )
             )
         return wanted
+
+
+def _job_row(job: dict[str, Any]) -> tuple[Any, ...]:
+    error = job["last_error"]
+    return tuple(
+        (orjson.dumps(error).decode() if error else None) if c == "last_error" else job[c]
+        for c in JOB_COLUMNS
+    )
 
 
 def _upsert(tx: Tx, table: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
