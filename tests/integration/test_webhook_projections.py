@@ -151,7 +151,7 @@ def test_fanout_makes_exactly_the_deliveries_the_log_calls_for(ledger, runners, 
 
 
 def test_fanout_in_large_batches_makes_the_same_deliveries(ledger, store, clock) -> None:
-    """Batches of hundreds of events: the fan-out's and the queue's upserts of 64 rows or
+    """Batches of hundreds of events: the fan-out's and the queue's upserts of 16 rows or
     more take the bulk path (one statement over arrays on PostgreSQL)."""
     register(ledger, "t1", "*")
     register(ledger, "t2", "job.published", "job.failed")
