@@ -187,8 +187,8 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
         `python -m bench.delivery_figures throughput`).
         No deadline of its own: the caller bounds the whole exchange, reading the response
         included (`delivery.http.post` does, with one `asyncio.timeout`). aiohttp's per-phase
-        timers, each as long as that deadline, could never fire first, and re-arming the read
-        timer on every chunk cost about 5% of the sender's CPU.
+        timers, each as long as that deadline, could never fire first; without them a post at
+        64 in flight took 96-108 us of CPU instead of 101-124 (3 runs of 20,000 each way).
         Errors are httpx's, as `handle_async_request` raises them; close or release the
         response."""
         self.policy.check_url(url)
