@@ -21,7 +21,7 @@ from ledger.application import JobLedger
 from ledger.clock import iso_z
 from ledger.job import Job
 from projections.aggregate_cache import AggregateCache
-from storage.sql import SqlStore, Tx, utc_text
+from storage.sql import SqlStore, Tx, utc_text, utc_texts
 
 JOB_TOPICS = frozenset(
     cls.TOPIC
@@ -177,12 +177,11 @@ class JobStatusProjection:
 
 def _times(value: datetime | None) -> tuple[str | None, str | None]:
     """(`iso_z`, `utc_text`) of one time: the API's text and the sortable column's, from one
-    formatting by orjson (twice as fast as `isoformat`) for the UTC times events carry."""
+    formatting (`storage.sql.utc_texts`) for the UTC times events carry."""
     if value is None:
         return None, None
     if value.tzinfo is UTC and value.year >= 1000:
-        text = orjson.dumps(value, option=orjson.OPT_UTC_Z)[1:-1].decode()
-        return text, text if value.microsecond else f"{text[:-1]}.000000Z"
+        return utc_texts(value)
     return iso_z(value), utc_text(value)
 
 

@@ -41,8 +41,14 @@ def utc_text(value: datetime | None) -> str | None:
     if value.year < 1000:  # (orjson pads the year to four digits, strftime does not)
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     # orjson, not strftime: a fifth of its time, and views write several times per row
+    return utc_texts(value)[1]
+
+
+def utc_texts(value: datetime) -> tuple[str, str]:
+    """(RFC 3339 with `Z`, as `ledger.clock.iso_z` writes it; `utc_text`) of a UTC time from
+    the year 1000 on, from one formatting by orjson (a view writing both, `job_status`)."""
     text = orjson.dumps(value, option=orjson.OPT_UTC_Z)[1:-1].decode()
-    return text if value.microsecond else f"{text[:-1]}.000000Z"
+    return text, text if value.microsecond else f"{text[:-1]}.000000Z"
 
 
 def parse_utc_text(value: str | None) -> datetime | None:

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.sql import parse_utc_text, utc_text
+from ledger.clock import iso_z
+from storage.sql import parse_utc_text, utc_text, utc_texts
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _ZONES = st.sampled_from(
@@ -28,6 +29,8 @@ def test_text_and_reading_are_strftime_and_strptime(value: datetime) -> None:
     read = parse_utc_text(text)
     assert read == datetime.strptime(text, _FORMAT).replace(tzinfo=UTC)
     assert read is not None and read.tzinfo is UTC and read == value
+    in_utc = value.astimezone(UTC)
+    assert utc_texts(in_utc) == (iso_z(in_utc), text)  # job_status's two forms, formatted once
 
 
 def test_whole_seconds_keep_their_six_zeros_and_sort_as_text() -> None:
