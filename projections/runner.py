@@ -147,20 +147,21 @@ class ProjectionRunner:
     def position(self) -> int:
         return tracked_position(self.store, self.projection.name)[0]
 
-    def run_once(self) -> int:
-        """Apply the next batch; returns how many log entries it covered (0: caught up)."""
+    def run_once(self, decoded: dict[int, Any] | None = None) -> int:
+        """Apply the next batch; returns how many log entries it covered (0: caught up).
+        `decoded`: see `_read_log`."""
         start = self._position if self._position is not None else self.position()
-        batch = self._read(start)
+        batch = self._read(start, decoded)
         if batch is None:
             self._position = start
             return 0
         self._apply(batch)
         return batch.entries
 
-    def _read(self, start: int) -> _Batch | None:
+    def _read(self, start: int, decoded: dict[int, Any] | None = None) -> _Batch | None:
         """The next `batch_size` events of interest after `start`, decoded; the batch ends at
         the last of them, or at the head when fewer were left (None: nothing new at all)."""
-        return _read_log(self.ledger, start, [self]).get(id(self))
+        return _read_log(self.ledger, start, [self], decoded).get(id(self))
 
     def _apply(self, batch: _Batch) -> None:
         """Apply `batch` and move the position from where it was read to its end, in one
@@ -246,13 +247,19 @@ class RunnerGroup:
     On PostgreSQL each runner still owns its projection through its own advisory lock: the
     group takes the locks it can and stands by for the others (looked at every
     `OWNERSHIP_CHECK_SECONDS`), and drops a runner whose lock went with its connection.
-    `runners` are run in the order given (a follower that makes events first)."""
+    `runners` are run in the order given (a follower that makes events first).
+
+    The events a round decodes are kept until the next round, by log position: the fan-out
+    reads alone, then the views read the same job events, which are not decoded a second
+    time. A lone API process under creates used 0.48-0.56 ms of CPU per create with that
+    against 0.56-0.61 ms without (3 runs of 10,000 creates each way, in turns)."""
 
     OWNERSHIP_CHECK_SECONDS = 2.0
 
     def __init__(self, runners: Sequence[ProjectionRunner]) -> None:
         self.runners = list(runners)
         self._signal = threading.Event()
+        self._decoded: dict[int, Any] = {}
         for runner in self.runners:
             runner._signal = self._signal
 
@@ -290,6 +297,7 @@ class RunnerGroup:
                     checked = time.monotonic()
                     owned = self._owned(owners, owned)
                 self._signal.clear()  # a notify from here on makes the next wait return
+                self._decoded.clear()
                 polled = time.monotonic()
                 due = []
                 for runner in owned:
@@ -338,7 +346,7 @@ class RunnerGroup:
                             runner._apply(batch)
                             applied = batch.entries
                         else:
-                            applied = runner.run_once()
+                            applied = runner.run_once(self._decoded)
                         if applied >= runner.batch_size or id(runner) in carried:
                             more.add(id(runner))
                     except LostOwnership:
@@ -374,7 +382,7 @@ class RunnerGroup:
             if len(runners) < 2:
                 continue
             try:
-                read = _read_log(runners[0].ledger, start, runners)
+                read = _read_log(runners[0].ledger, start, runners, self._decoded)
             except Exception as error:  # each is retried after its poll period
                 log.warning("projections: the log could not be read: %s; retrying", error)
                 for runner in runners:
@@ -445,13 +453,20 @@ class _Batch:
 
 
 def _read_log(
-    ledger: JobLedger, start: int, runners: Sequence[ProjectionRunner]
+    ledger: JobLedger,
+    start: int,
+    runners: Sequence[ProjectionRunner],
+    decoded: dict[int, Any] | None = None,
 ) -> dict[int, _Batch]:
     """One read of the log after `start` for `runners` (by `id`; none when nothing is new):
     the events of any of their topics, decoded once, up to the smallest batch size; each
     runner gets those of its own topics. All batches end at the same place: the last event
     read when the read was full (the next read goes on from there), else the head read just
-    before, so a batch covers every event of its runner's topics in (start, end]."""
+    before, so a batch covers every event of its runner's topics in (start, end].
+
+    `decoded`: events already decoded, by log position, taken from there instead of decoded
+    again, and the ones decoded here added (a group's round: the fan-out reads alone, then the
+    views read the same job events; domain events are immutable, so they can be shared)."""
     recorder = ledger.recorder
     head = recorder.max_notification_id() or 0
     if head <= start:
@@ -463,9 +478,17 @@ def _read_log(
     )
     end = notes[-1].id if len(notes) >= limit else head
     decode = ledger.mapper.to_domain_event
-    decoded = [(n.id, n.topic, decode(n)) for n in notes]
+    if decoded is None:
+        events = [(n.id, n.topic, decode(n)) for n in notes]
+    else:
+        events = []
+        for n in notes:
+            event = decoded.get(n.id)
+            if event is None:
+                event = decoded[n.id] = decode(n)
+            events.append((n.id, n.topic, event))
     return {
-        id(r): _Batch(start, end, end - start, [(i, e) for i, t, e in decoded if t in r._topic_set])
+        id(r): _Batch(start, end, end - start, [(i, e) for i, t, e in events if t in r._topic_set])
         for r in runners
     }
 

@@ -446,6 +446,50 @@ def test_runners_at_the_same_position_share_one_read(ledger: JobLedger, store) -
         assert len(reads) == 1, reads  # one read for both views
 
 
+class MakesEvents(Recording):
+    makes_events = True  # read alone and first, as the webhook fan-out is
+
+
+def test_events_the_fan_out_read_are_not_decoded_again_for_the_views(
+    ledger: JobLedger, store
+) -> None:
+    """A follower that makes events reads alone, then the views read the same events in the
+    same round: each is decoded once, and both get the same (immutable) event object."""
+    topics = frozenset({Job.JobCreated.TOPIC})
+    fanout, view_a, view_b = (
+        MakesEvents("fanout", topics),
+        Recording("a", topics),
+        Recording("b", topics),
+    )
+    runners = [
+        ProjectionRunner(ledger, store, p, poll_seconds=SLOW) for p in (fanout, view_a, view_b)
+    ]
+    for runner in runners:
+        runner.setup()
+    group = RunnerGroup(runners)
+    ledger.saved_listeners.append(group.notify)
+    decoded = []
+    decode = ledger.mapper.to_domain_event
+
+    def counted(stored):
+        decoded.append(stored.originator_id)
+        return decode(stored)
+
+    ledger.mapper.to_domain_event = counted  # type: ignore[method-assign]
+    with group_thread(group) as thread:
+        for i in range(3):
+            ledger.create_job(make_new_job(), tenant_id="t", idempotency_key=f"k{i}", actor="a")
+        thread.start()
+        head = ledger.recorder.max_notification_id()
+        wait_for(lambda: all(r.position() >= head for r in runners), "the group did not finish")
+    assert len(fanout.seen) == len(view_a.seen) == len(view_b.seen) == 3
+    assert len(decoded) == 3, decoded  # not 6: the views' read took the fan-out's events
+    assert all(
+        x is y is z
+        for (_, x), (_, y), (_, z) in zip(fanout.seen, view_a.seen, view_b.seen, strict=True)
+    )
+
+
 class Gated(Recording):
     """A `Recording` whose every batch waits, once it has started, until the test lets it
     go on: the test writes while the group is inside this view's batch (in `prepare`, before
