@@ -57,6 +57,7 @@ from bench.support import (
     hammer_creates,
     machine_ticks,
     pg_schema,
+    postgres_settings,
     projector,
     reference_seconds,
     stop_child,
@@ -467,7 +468,7 @@ def main() -> int:
         "Written by `make bench` (`python -m bench`); every figure is measured beside its "
         "baseline in the same run.\n\n"
         f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {postgres_settings()}"
         f"{' (quick mode)' if args.quick else ''}. Load average (1 min) before the run "
         f"{load_before:.2f}, after it {os.getloadavg()[0]:.2f}: the suite itself loads the "
         "machine; a figure is only comparable with runs started on a quiet machine. "

@@ -94,6 +94,19 @@ def machine_ticks() -> tuple[int, int]:
     return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
 
 
+def postgres_settings() -> str:
+    """The bench server's version and the settings its figures depend on, as text: figure 6
+    (scale) with shared_buffers at PostgreSQL's default of 128 MB was 0.76-0.78x at 1M events,
+    and 0.87x with 2 GB (2026-11-25, one run each way with the same code): at a million events
+    the events table's indexes no longer fit in the default buffers."""
+    names = ("shared_buffers", "synchronous_commit", "max_connections")
+    with psycopg.connect(BASE_URL, autocommit=True) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+        values = [(name, conn.execute(f"SHOW {name}").fetchone()) for name in names]
+    shown = ", ".join(f"{name} {row[0]}" for name, row in values if row)
+    return f"PostgreSQL {version[0] if version else '?'} ({shown})"
+
+
 def reference_seconds() -> float:
     """Seconds for a fixed pure-Python loop (best of three): how fast this machine's cores run
     Python today, to compare runs of different days (the ratios are meant to be comparable;
