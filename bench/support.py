@@ -98,7 +98,7 @@ def postgres_settings() -> str:
     """The bench server's version and the settings its figures depend on, as text: figure 6
     (scale) with shared_buffers at PostgreSQL's default of 128 MB was 0.76-0.78x at 1M events
     (2026-11-25, two runs), and 0.87x with 2 GB (one run, the same code): at a million events
-    the events table's indexes no longer fit in the default buffers."""
+    the events table's indexes most likely no longer fit in the default buffers."""
     names = ("shared_buffers", "synchronous_commit", "max_connections")
     with psycopg.connect(BASE_URL, autocommit=True) as conn:
         version = conn.execute("SHOW server_version").fetchone()
