@@ -75,6 +75,19 @@ def group_thread(
             thread.join(timeout=10)
 
 
+def listening_group(
+    ledger: JobLedger, store: SqlStore, projections: list
+) -> tuple[list[ProjectionRunner], RunnerGroup]:
+    """A runner per projection (set up, slow polls: only wake-ups move them) in one group
+    that the ledger's saves wake."""
+    runners = [ProjectionRunner(ledger, store, p, poll_seconds=SLOW) for p in projections]
+    for runner in runners:
+        runner.setup()
+    group = RunnerGroup(runners)
+    ledger.saved_listeners.append(group.notify)
+    return runners, group
+
+
 def wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -420,14 +433,9 @@ def test_one_read_serves_runners_of_different_topics(ledger: JobLedger, store) -
 
 
 def test_runners_at_the_same_position_share_one_read(ledger: JobLedger, store) -> None:
-    views = [
-        ProjectionRunner(ledger, store, JobStatusProjection(ledger), poll_seconds=SLOW),
-        ProjectionRunner(ledger, store, JobStateHistoryProjection(), poll_seconds=SLOW),
-    ]
-    for runner in views:
-        runner.setup()
-    group = RunnerGroup(views)
-    ledger.saved_listeners.append(group.notify)
+    views, group = listening_group(
+        ledger, store, [JobStatusProjection(ledger), JobStateHistoryProjection()]
+    )
     reads = []
     select = ledger.recorder.select_notifications
 
@@ -461,13 +469,7 @@ def test_events_the_fan_out_read_are_not_decoded_again_for_the_views(
         Recording("a", topics),
         Recording("b", topics),
     )
-    runners = [
-        ProjectionRunner(ledger, store, p, poll_seconds=SLOW) for p in (fanout, view_a, view_b)
-    ]
-    for runner in runners:
-        runner.setup()
-    group = RunnerGroup(runners)
-    ledger.saved_listeners.append(group.notify)
+    runners, group = listening_group(ledger, store, [fanout, view_a, view_b])
     decoded = []
     decode = ledger.mapper.to_domain_event
 
@@ -529,11 +531,7 @@ def test_a_runner_ahead_woken_mid_round_goes_next_and_the_rest_give_way_once(
     order: list[str] = []
     front, last = Ordered("front", topics, order), Ordered("last", topics, order)
     gated = Gated("gated", topics, order)
-    runners = [ProjectionRunner(ledger, store, p, poll_seconds=SLOW) for p in (front, gated, last)]
-    for runner in runners:
-        runner.setup()
-    group = RunnerGroup(runners)
-    ledger.saved_listeners.append(group.notify)
+    runners, group = listening_group(ledger, store, [front, gated, last])
     with group_thread(group, release=lambda: gated.proceed.put(None)) as thread:
         ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="a", actor="a")
         thread.start()
