@@ -203,9 +203,10 @@ def _measure(
     """The creates, each run followed by the wait until the service is quiet again, then the
     reads: for each, the run of median rate of `RUNS` (and the longest wait). One run is a
     few seconds; on this 2-core machine, where the load generator uses about as much CPU as
-    the API, one run of the same service varied by 15 %, and a single create run at 1M events
-    made the figure 0.61x in one bench and 0.66x in another, against 0.86-1.00x in the rest
-    (2026-11-24 and 25)."""
+    the API, one run of the same service varied by 15 %. With one create run per size, the
+    creates at 1M events were 0.61x, 0.66x and 0.76x of those at 10k in three of six benches
+    (0.86-0.96x in the others; 2026-11-24 and 25): too much of a draw for one run. The
+    likely cause of the low ones is in `bench.support.postgres_settings`."""
     creates: list[Result] = []
     quiet = 0.0
     for _ in range(RUNS):
