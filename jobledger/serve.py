@@ -21,6 +21,7 @@ from api.reads import ProjectionJobReads
 from api.webhook_reads import WebhookReads
 from jobledger.bootstrap import Service, api_config, build
 from jobledger.delivery_role import DeliveryRole, make_sender
+from jobledger.http_protocol import CoalescingHttpToolsProtocol
 from jobledger.read_models import ReadModels
 from jobledger.settings import Settings
 from jobledger.worker_role import WorkerRole
@@ -224,6 +225,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, role: str) 
             port=settings.port if port is None else port,
             log_level="info",
             access_log=settings.access_log,
+            http=CoalescingHttpToolsProtocol,
         )
         return 0
     finally:
@@ -247,6 +249,7 @@ def _serve_processes(settings: Settings, *, host: str | None, port: int | None, 
         port=settings.port if port is None else port,
         log_level="info",
         access_log=settings.access_log,
+        http=CoalescingHttpToolsProtocol,
     )
     return 0
 
