@@ -328,6 +328,7 @@ def api_figures(url: str, raw_rate: float, raw_use: cpu.Use, quick: bool) -> lis
             plain.rate,
             0.7,
         ),
+        read_p99_figure(reads, plain),
         Figure(
             f"POST /v1/jobs, 32 clients, --processes 2 (p99 {creates_2.p99_ms:.0f} ms, "
             f"{creates_2.errors} errors)",
@@ -365,6 +366,33 @@ def api_figures(url: str, raw_rate: float, raw_use: cpu.Use, quick: bool) -> lis
             0.7,
         ),
     ]
+
+
+READ_P99_TARGET_MS = 10.0
+CLIENTS = 32
+
+
+def read_p99_figure(reads: Result, plain: Result) -> Figure:
+    """Figure 4's latency target, with what bounds it: a closed loop of `CLIENTS` clients has
+    `CLIENTS / rate` requests' worth of waiting on average (Little's law), so a p99 within the
+    target needs a mean well under it, that is a rate well above `CLIENTS / target`."""
+    met = "met" if reads.p99_ms <= READ_P99_TARGET_MS else "NOT met"
+    return Figure(
+        f"GET /v1/jobs/{{id}}, {CLIENTS} clients, p99 (target <= {READ_P99_TARGET_MS:.0f} ms: "
+        f"{met}; the mean of a closed loop of {CLIENTS} clients is {CLIENTS} / rate: "
+        f"{_closed_loop_mean_ms(reads):.1f} ms here, {_closed_loop_mean_ms(plain):.1f} ms for "
+        f"the plain read; a p99 within {READ_P99_TARGET_MS:.0f} ms needs well over "
+        f"{CLIENTS * 1000 / READ_P99_TARGET_MS:,.0f} reads/s)",
+        "ms",
+        reads.p99_ms,
+        "Starlette + psycopg pool, one row, p99",
+        plain.p99_ms,
+        None,
+    )
+
+
+def _closed_loop_mean_ms(result: Result) -> float:
+    return 1000 * CLIENTS / result.rate if result.rate else float("inf")
 
 
 def measure(quick: bool) -> list[Figure]:

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from bench import cpu, plots
+from bench.__main__ import read_p99_figure
 from bench.delivery_figures import DELIVERY_PROCESS, Latency
 from bench.load import ImpossibleLatencies, Result, parse_wrk
 from bench.scale_figures import TARGET, _label, _within
@@ -106,3 +107,15 @@ def test_plots_are_written_and_embedded(tmp_path, monkeypatch) -> None:
         png = tmp_path / "perf" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(perf/{name})" in text
+
+
+def test_the_read_latency_row_names_the_target_and_the_closed_loop_mean() -> None:
+    ours = Result(requests=40_000, errors=0, seconds=10.0, p50_ms=7.0, p99_ms=13.2)  # 4,000/s
+    plain = Result(requests=32_000, errors=0, seconds=10.0, p50_ms=9.0, p99_ms=14.8)  # 3,200/s
+    row = read_p99_figure(ours, plain)
+    assert (row.value, row.baseline, row.target) == (13.2, 14.8, None)
+    assert "target <= 10 ms: NOT met" in row.name
+    assert "32 / rate: 8.0 ms here, 10.0 ms for the plain read" in row.name
+    assert "needs well over 3,200 reads/s" in row.name
+    fast = Result(requests=80_000, errors=0, seconds=10.0, p50_ms=3.0, p99_ms=9.5)
+    assert "target <= 10 ms: met;" in read_p99_figure(fast, plain).name
