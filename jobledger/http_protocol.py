@@ -53,11 +53,13 @@ class CoalescingTransport:
         self.write(b"".join(chunks))
 
     def flush(self) -> None:
-        """Send what is held now (called by the loop one iteration after it was held)."""
+        """Send what is held now (called by the loop one iteration after it was held); dropped
+        when the connection went away meanwhile, as the transport would have dropped it."""
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(held)
+            if not self._transport.is_closing():
+                self._transport.write(held)
 
     def close(self) -> None:
         self.flush()

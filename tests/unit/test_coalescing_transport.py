@@ -105,6 +105,14 @@ def test_nothing_is_held_once_the_transport_is_closing(parts: Any) -> None:
     assert inner.writes == [b"late"]
 
 
+def test_what_is_held_when_the_connection_goes_away_is_dropped(parts: Any) -> None:
+    inner, transport, loop = parts
+    transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    inner.closing = True  # the peer went away before the loop's next turn
+    turn(loop)
+    assert inner.writes == []
+
+
 def test_writelines_keeps_the_order_and_the_rest_is_the_wrapped_transports(parts: Any) -> None:
     inner, transport, _loop = parts
     transport.write(b"a")
