@@ -90,6 +90,7 @@ def in_threads(threads: int, total: int, work: Callable[[int, int], None]) -> fl
 
 
 RAW_RUNS = 3
+CLIENTS = 32  # of the status reads (ours and the plain one), which their p99 row reasons from
 
 
 def raw_rate(url: str, threads: int, total: int, use: cpu.Use | None = None) -> float:
@@ -272,7 +273,9 @@ def _api_run(
             headers={**auth, "Idempotency-Key": "read-me", "Content-Type": "application/json"},
         ).json()
         reads = hammer(
-            Request("GET", f"{base}/v1/jobs/{job['id']}", auth), concurrency=32, total=total * 2
+            Request("GET", f"{base}/v1/jobs/{job['id']}", auth),
+            concurrency=CLIENTS,
+            total=total * 2,
         )
     return creates, reads, str(job["id"])
 
@@ -307,7 +310,7 @@ def api_figures(url: str, raw_rate: float, raw_use: cpu.Use, quick: bool) -> lis
     ):
         plain = hammer(
             Request("GET", f"http://127.0.0.1:{baseline_port}/rows/{job_id}", {}),
-            concurrency=32,
+            concurrency=CLIENTS,
             total=total * 2,
         )
     plain_name = f"Starlette + psycopg pool, one row (p99 {plain.p99_ms:.1f} ms)"
@@ -369,7 +372,6 @@ def api_figures(url: str, raw_rate: float, raw_use: cpu.Use, quick: bool) -> lis
 
 
 READ_P99_TARGET_MS = 10.0
-CLIENTS = 32
 
 
 def read_p99_figure(reads: Result, plain: Result) -> Figure:
