@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -280,95 +281,118 @@ def _api_run(
     return creates, reads, str(job["id"])
 
 
-def api_figures(url: str, raw_rate: float, raw_use: cpu.Use, quick: bool) -> list[Figure]:
+# Runs of each create/read configuration, each in turn with its own baseline run: the machine's
+# speed moved by up to 1.5x within an hour (the same configuration used 0.44 to 0.66 ms of CPU
+# per create), so a baseline measured minutes before the figure could flatter or sink it.
+API_RUNS = 3
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One run of a configuration and the baseline run measured beside it."""
+
+    baseline: float
+    result: Result
+    baseline_result: Result | None = None  # the baseline's own run, when it is a load run
+
+    @property
+    def ratio(self) -> float:
+        return self.result.rate / self.baseline if self.baseline else 0.0
+
+
+def median_turn(turns: list[Turn]) -> Turn:
+    """The turn whose ratio is the median: a whole run (its rate, p99 and baseline belong
+    together), not a median of each number apart."""
+    return sorted(turns, key=lambda turn: turn.ratio)[len(turns) // 2]
+
+
+def turns_note(turns: list[Turn]) -> str:
+    """How the ratios of all the turns spread, for the figure's name."""
+    if len(turns) < 2:
+        return ""
+    ratios = ", ".join(f"{turn.ratio:.2f}x" for turn in turns)
+    return f"; the median of {len(turns)} runs, each beside its own baseline run: {ratios}"
+
+
+def plain_read(url: str, job_id: str, total: int) -> Result:
+    """Figure 4's baseline: a plain Starlette + psycopg-pool app reading the job's row."""
+    schema = url.split("schema=")[1]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/rows/{job_id}"
+    args = [sys.executable, "-m", "bench.baseline_app", BASE_URL, str(port), f"{schema}.job_status"]
+    with child(args, {}, base):
+        return hammer(Request("GET", base, {}), concurrency=CLIENTS, total=total)
+
+
+def api_figures(url: str, raw_use: cpu.Use, quick: bool) -> list[Figure]:
     """Create-job API and status reads at 32 clients against `ledger serve --role api`: in one
     serving process, in two (`--processes 2`), and in one beside a projector process that
-    runs the views (which a lone API process runs itself)."""
+    runs the views (which a lone API process runs itself). `API_RUNS` rounds: in each, every
+    configuration's creates run right after a run of their baseline (raw inserts), and the
+    lone process's reads right before a run of theirs (the plain read); each figure is its
+    median turn."""
     total = 2000 if quick else 10000
     lone, beside = cpu.Use(), cpu.Use()
-    creates, reads, job_id = _api_run(url, total, use=lone)
-    creates_2, reads_2, _ = _api_run(url, total, "--processes", "2")
-    creates_p, reads_p, _ = _api_run(url, total, with_projector=True, use=beside)
+    configurations: dict[str, tuple[tuple[str, ...], bool, cpu.Use | None]] = {
+        "lone": ((), False, lone),
+        "processes": (("--processes", "2"), False, None),
+        "projector": ((), True, beside),
+    }
+    creates: dict[str, list[Turn]] = {name: [] for name in configurations}
+    reads: dict[str, list[Turn]] = {name: [] for name in configurations}
+    for _ in range(1 if quick else API_RUNS):
+        plain: Result | None = None
+        for name, (serve_args, with_projector, use) in configurations.items():
+            raw = raw_rate(url, 4, 1000 if quick else 5000, raw_use)
+            made, read, job_id = _api_run(
+                url, total, *serve_args, with_projector=with_projector, use=use
+            )
+            if plain is None:  # the read baseline of this round, beside the first reads
+                plain = plain_read(url, job_id, total * 2)
+            creates[name].append(Turn(raw, made))
+            reads[name].append(Turn(plain.rate, read, plain))
     raw_name = "raw psycopg, 1 row/tx, 4 connections"
     cpu.BUDGETS.append(cpu.Budget("POST /v1/jobs, lone API process", lone, raw_name, raw_use, 0.5))
     cpu.BUDGETS.append(
         cpu.Budget("POST /v1/jobs, views in a projector process", beside, raw_name, raw_use, 0.5)
     )
-    schema = url.split("schema=")[1]
-    baseline_port = free_port()
-    with child(
-        [
-            sys.executable,
-            "-m",
-            "bench.baseline_app",
-            BASE_URL,
-            str(baseline_port),
-            f"{schema}.job_status",
-        ],
-        {},
-        f"http://127.0.0.1:{baseline_port}/rows/{job_id}",
-    ):
-        plain = hammer(
-            Request("GET", f"http://127.0.0.1:{baseline_port}/rows/{job_id}", {}),
-            concurrency=CLIENTS,
-            total=total * 2,
+    labels = {
+        "lone": "",
+        "processes": ", --processes 2",
+        "projector": ", views in a `--role projector` process",
+    }
+    figures = []
+    for name, label in labels.items():
+        create = median_turn(creates[name])
+        figures.append(
+            Figure(
+                f"POST /v1/jobs, {CLIENTS} clients{label} (p99 {create.result.p99_ms:.0f} ms, "
+                f"{create.result.errors} errors{turns_note(creates[name])})",
+                "jobs/s",
+                create.result.rate,
+                raw_name,
+                create.baseline,
+                0.5,
+            )
         )
-    plain_name = f"Starlette + psycopg pool, one row (p99 {plain.p99_ms:.1f} ms)"
-    return [
-        Figure(
-            f"POST /v1/jobs, 32 clients (p99 {creates.p99_ms:.0f} ms, {creates.errors} errors)",
-            "jobs/s",
-            creates.rate,
-            raw_name,
-            raw_rate,
-            0.5,
-        ),
-        Figure(
-            f"GET /v1/jobs/{{id}}, 32 clients (p99 {reads.p99_ms:.1f} ms, {reads.errors} errors)",
-            "req/s",
-            reads.rate,
-            plain_name,
-            plain.rate,
-            0.7,
-        ),
-        read_p99_figure(reads, plain),
-        Figure(
-            f"POST /v1/jobs, 32 clients, --processes 2 (p99 {creates_2.p99_ms:.0f} ms, "
-            f"{creates_2.errors} errors)",
-            "jobs/s",
-            creates_2.rate,
-            raw_name,
-            raw_rate,
-            0.5,
-        ),
-        Figure(
-            f"GET /v1/jobs/{{id}}, 32 clients, --processes 2 (p99 {reads_2.p99_ms:.1f} ms, "
-            f"{reads_2.errors} errors)",
-            "req/s",
-            reads_2.rate,
-            plain_name,
-            plain.rate,
-            0.7,
-        ),
-        Figure(
-            f"POST /v1/jobs, 32 clients, views in a `--role projector` process (p99 "
-            f"{creates_p.p99_ms:.0f} ms, {creates_p.errors} errors)",
-            "jobs/s",
-            creates_p.rate,
-            raw_name,
-            raw_rate,
-            0.5,
-        ),
-        Figure(
-            f"GET /v1/jobs/{{id}}, 32 clients, views in a `--role projector` process (p99 "
-            f"{reads_p.p99_ms:.1f} ms, {reads_p.errors} errors)",
-            "req/s",
-            reads_p.rate,
-            plain_name,
-            plain.rate,
-            0.7,
-        ),
-    ]
+        status = median_turn(reads[name])
+        plain = status.baseline_result
+        assert plain is not None
+        figures.append(
+            Figure(
+                f"GET /v1/jobs/{{id}}, {CLIENTS} clients{label} (p99 "
+                f"{status.result.p99_ms:.1f} ms, {status.result.errors} errors"
+                f"{turns_note(reads[name])})",
+                "req/s",
+                status.result.rate,
+                f"Starlette + psycopg pool, one row (p99 {plain.p99_ms:.1f} ms)",
+                status.baseline,
+                0.7,
+            )
+        )
+        if name == "lone":
+            figures.append(read_p99_figure(status.result, plain))
+    return figures
 
 
 READ_P99_TARGET_MS = 10.0
@@ -403,7 +427,7 @@ def measure(quick: bool) -> list[Figure]:
     with pg_schema() as (url, _):
         raw_use = cpu.Use()
         raw = raw_rate(url, 4, jobs, raw_use)
-        figures += api_figures(url, raw, raw_use, quick)
+        figures += api_figures(url, raw_use, quick)
         figures += ceiling_figures(raw, quick)
         service = bench_service(url)
         try:

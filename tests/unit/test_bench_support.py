@@ -7,7 +7,7 @@ import os
 import pytest
 
 from bench import cpu, plots
-from bench.__main__ import read_p99_figure
+from bench.__main__ import Turn, median_turn, read_p99_figure, turns_note
 from bench.delivery_figures import DELIVERY_PROCESS, Latency
 from bench.load import ImpossibleLatencies, Result, parse_wrk
 from bench.scale_figures import TARGET, _label, _within
@@ -119,3 +119,22 @@ def test_the_read_latency_row_names_the_target_and_the_closed_loop_mean() -> Non
     assert "needs well over 3,200 reads/s" in row.name
     fast = Result(requests=80_000, errors=0, seconds=10.0, p50_ms=3.0, p99_ms=9.5)
     assert "target <= 10 ms: met;" in read_p99_figure(fast, plain).name
+
+
+def test_the_median_turn_is_one_whole_run_and_the_spread_is_named() -> None:
+    def run(rate: float, p99_ms: float) -> Result:
+        return Result(requests=int(rate * 10), errors=0, seconds=10.0, p50_ms=1.0, p99_ms=p99_ms)
+
+    turns = [
+        Turn(4000.0, run(1600, 30.0)),  # 0.40x
+        Turn(3000.0, run(1800, 90.0)),  # 0.60x: the fastest run, not the median
+        Turn(4400.0, run(2200, 20.0)),  # 0.50x
+    ]
+    median = median_turn(turns)
+    assert median is turns[2]  # its own baseline and p99 come with it
+    assert (median.baseline, median.result.p99_ms, median.ratio) == (4400.0, 20.0, 0.5)
+    assert turns_note(turns) == (
+        "; the median of 3 runs, each beside its own baseline run: 0.40x, 0.60x, 0.50x"
+    )
+    assert turns_note(turns[:1]) == ""  # one run (--quick): nothing to say
+    assert median_turn(turns[:1]) is turns[0]
