@@ -66,8 +66,8 @@ from bench.support import (
 )
 from delivery.signing import new_secret, sign
 from jobledger.bootstrap import Service
-from projections.registry import live, shadow
-from projections.runner import ProjectionRunner, rebuild
+from projections.registry import live, shadow, tracked_names
+from projections.runner import ProjectionRunner, rebuild, tracked_position
 from storage.sql import SqlStore
 
 
@@ -238,7 +238,8 @@ def _api_run(
     with_projector: bool = False,
     use: cpu.Use | None = None,
 ) -> tuple[Result, Result, str]:
-    """`ledger serve --role api *serve_args` hammered with creates, then with reads of one job:
+    """`ledger serve --role api *serve_args` hammered with creates, then, once the views have
+    applied them (`wait_applied`), with reads of one job:
     (creates, reads, that job's id). `with_projector`: the views run in a projector process
     started first (the API process only serves). `use`: the machine's CPU during the creates
     (`bench.cpu`)."""
@@ -268,6 +269,8 @@ def _api_run(
         with cpu.measure(use, processes) as measured:
             creates = hammer_creates(base, auth, total)
         measured.operations += creates.requests
+        waited = wait_applied(url)
+        print(f"bench: the views applied the creates {waited:.1f} s after them", file=sys.stderr)
         job = httpx.post(
             f"{base}/v1/jobs",
             content=JOB_BODY,
@@ -322,6 +325,26 @@ def plain_read(url: str, job_id: str, total: int) -> Result:
     args = [sys.executable, "-m", "bench.baseline_app", BASE_URL, str(port), f"{schema}.job_status"]
     with child(args, {}, base):
         return hammer(Request("GET", base, {}), concurrency=CLIENTS, total=total)
+
+
+def wait_applied(url: str, timeout: float = 120.0) -> float:
+    """Until every projection has applied the log as it stands; returns the wait. The reads
+    of a configuration are measured once its creates' aftermath is over (as the scale
+    figures' are): a lone API process runs the views itself, and they trail a burst of
+    creates."""
+    service = bench_service(url)
+    store = SqlStore(service.database)
+    try:
+        t0 = time.monotonic()
+        head = service.ledger.recorder.max_notification_id() or 0
+        while min(tracked_position(store, name)[0] for name in tracked_names()) < head:
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"bench: the views did not apply the log in {timeout:.0f} s")
+            time.sleep(0.05)
+        return time.monotonic() - t0
+    finally:
+        store.close()
+        service.close()
 
 
 def api_figures(url: str, raw_use: cpu.Use, quick: bool) -> list[Figure]:
