@@ -2,21 +2,26 @@
 with a small and with a large ledger on PostgreSQL, and the RSS of each role
 (`ledger serve --role api|worker|delivery|projector`, one process each) at both sizes.
 
+Each size is a ledger of its own (a schema) served by its own four role processes, all eight
+running at once, so that the two sizes are measured in turns: the machine's speed moved by up
+to 1.5x within an hour, and with the small size measured first and the large one after its
+fill, minutes later, the ratio between them measured that drift as much as the ledger's size.
 The ledger is filled through the real ledger: `Job` aggregates taken through create, schedule,
 attempt and publish (4 events each, a realistic history the worker has nothing left to do
-for), 125 jobs per `save()`, in two processes. The roles run throughout and follow the log
-as it grows; each size is measured once every projection has caught up, the schema's tables
-are vacuumed and analysed (`vacuum`) and the server has written its checkpoint
-(`bench.support.checkpoint`). Creates and reads are each the median of three runs, each
-create run followed by the creates' aftermath (`wait_quiet`), as are the reads (`_measure`).
+for), 125 jobs per `save()`, in two processes, the large one while its roles run and follow
+the log as it grows. Both are measured once every projection has caught up, their tables are
+vacuumed and analysed (`vacuum`) and the server has written its checkpoint
+(`bench.support.checkpoint`). Then `RUNS` rounds of creates, each size in turn, every run
+followed by its creates' aftermath (`wait_quiet`), then `RUNS` rounds of reads; each figure
+is the run of median rate of each size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -188,35 +193,56 @@ def vacuum(url: str) -> float:
 
 @dataclass
 class Size:
+    """One size's ledger, the role processes that serve it and what was measured there."""
+
     events: int
-    creates: Result
-    reads: Result
+    url: str
+    procs: Processes
+    service: Service
+    store: SqlStore
+    base: str = ""
+    auth: dict[str, str] = field(default_factory=dict)
+    job_id: str = ""
+    creates: list[Result] = field(default_factory=list)
+    reads: list[Result] = field(default_factory=list)
+    quiet: float = 0.0  # the longest wait for a create run's aftermath
     rss: dict[str, float] = field(default_factory=dict)
 
+    def start_roles(self) -> None:
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        for role in ROLES:  # one at a time: table creation is serialised anyway
+            self.procs.role(role, port=port if role == "api" else None)
+            if role == "api":
+                wait_http(f"{self.base}/healthz", self.procs.procs["api"], "the scale API")
+        tenant = httpx.post(
+            f"{self.base}/v1/tenants",
+            json={"name": "bench"},
+            headers={"Authorization": f"Bearer {BENCH_ADMIN}"},
+        ).json()
+        self.auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
+        self.job_id = httpx.post(
+            f"{self.base}/v1/jobs",
+            content=JOB_BODY,
+            headers={
+                **self.auth,
+                "Idempotency-Key": "read-me",
+                "Content-Type": "application/json",
+            },
+        ).json()["id"]
 
+    def create_run(self, total: int) -> None:
+        self.creates.append(hammer_creates(self.base, self.auth, total))
+        self.quiet = max(self.quiet, wait_quiet(self.service, self.store, self.procs, 600))
+
+    def read_run(self, total: int) -> None:
+        read = Request("GET", f"{self.base}/v1/jobs/{self.job_id}", self.auth)
+        self.reads.append(hammer(read, concurrency=32, total=total))
+
+
+# Rounds of each kind of run. One run is a few seconds; on this 2-core machine, where the load
+# generator uses about as much CPU as the API, one run of the same service varied by 15 %.
 RUNS = 3
-
-
-def _measure(
-    base: str, auth: dict[str, str], job_id: str, total: int, quieten: Callable[[], float]
-) -> tuple[Result, Result, float]:
-    """The creates, each run followed by the wait until the service is quiet again, then the
-    reads: for each, the run of median rate of `RUNS` (and the longest wait). One run is a
-    few seconds; on this 2-core machine, where the load generator uses about as much CPU as
-    the API, one run of the same service varied by 15 %. With one create run per size, the
-    creates at 1M events were 0.61x, 0.66x and 0.76x of those at 10k in three of six benches
-    (0.86-0.96x in the others; 2026-11-24 and 25): too much of a draw for one run. The
-    likely cause of the low ones is in `bench.support.postgres_settings`."""
-    creates: list[Result] = []
-    quiet = 0.0
-    for _ in range(RUNS):
-        creates.append(hammer_creates(base, auth, total))
-        quiet = max(quiet, quieten())
-    reads = [
-        hammer(Request("GET", f"{base}/v1/jobs/{job_id}", auth), concurrency=32, total=total * 2)
-        for _ in range(RUNS)
-    ]
-    return _median(creates), _median(reads), quiet
 
 
 def _median(runs: list[Result]) -> Result:
@@ -227,76 +253,67 @@ def scale_figures(quick: bool) -> list[Figure]:
     small = 10_000
     large = int(os.environ.get("LEDGER_BENCH_SCALE_EVENTS", 50_000 if quick else 1_000_000))
     total = 400 if quick else 4000
-    sizes: list[Size] = []
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with pg_schema("scale") as (url, _), Processes(service_env(url)) as procs:
-        service = bench_service(url)
-        store = SqlStore(service.database)
-        try:
-            timings = [f"fill to {small:,}: {fill(url, 'a', small):,.0f} events/s"]
-            for role in ROLES:  # one at a time: table creation is serialised anyway
-                procs.role(role, port=port if role == "api" else None)
-                if role == "api":
-                    wait_http(f"{base}/healthz", procs.procs["api"], "ledger serve --role api")
-            tenant = httpx.post(
-                f"{base}/v1/tenants",
-                json={"name": "bench"},
-                headers={"Authorization": f"Bearer {BENCH_ADMIN}"},
-            ).json()
-            auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
-            job_id = httpx.post(
-                f"{base}/v1/jobs",
-                content=JOB_BODY,
-                headers={**auth, "Idempotency-Key": "read-me", "Content-Type": "application/json"},
-            ).json()["id"]
-            for events, prefix in ((small, ""), (large, "b")):
-                if prefix:
-                    rate = fill(url, prefix, events - small)
-                    timings.append(f"fill to {events:,}: {rate:,.0f} events/s")
-                waited = wait_caught_up(service, store, procs, 1800)
-                timings.append(f"catch-up at {events:,}: {waited:.0f} s")
-                timings.append(f"vacuum at {events:,}: {vacuum(url):.0f} s")
-                timings.append(f"checkpoint at {events:,}: {checkpoint():.1f} s")
-                creates, reads, quiet = _measure(
-                    base, auth, job_id, total, lambda: wait_quiet(service, store, procs, 600)
-                )
-                timings.append(f"quiet after creates at {events:,}: {quiet:.0f} s")
-                size = Size(events, creates, reads)
-                size.rss = {role: procs.rss(role) for role in ROLES}
-                sizes.append(size)
-        finally:
-            store.close()
-            service.close()
+    timings: list[str] = []
+    with contextlib.ExitStack() as stack:
+        sizes: list[Size] = []
+        for events, prefix in ((small, "a"), (large, "b")):
+            url, _ = stack.enter_context(pg_schema("scale"))
+            procs = stack.enter_context(Processes(service_env(url)))
+            service = bench_service(url)
+            stack.callback(service.close)
+            store = SqlStore(service.database)
+            stack.callback(store.close)
+            size = Size(events, url, procs, service, store)
+            if events == small:  # filled first: its roles start on the whole small ledger
+                timings.append(f"fill to {events:,}: {fill(url, prefix, events):,.0f} events/s")
+                size.start_roles()
+            else:  # its roles follow the log as it grows, as a running service's would
+                size.start_roles()
+                timings.append(f"fill to {events:,}: {fill(url, prefix, events):,.0f} events/s")
+            sizes.append(size)
+        for size in sizes:
+            waited = wait_caught_up(size.service, size.store, size.procs, 1800)
+            timings.append(f"catch-up at {size.events:,}: {waited:.0f} s")
+            timings.append(f"vacuum at {size.events:,}: {vacuum(size.url):.0f} s")
+        timings.append(f"checkpoint: {checkpoint():.1f} s")
+        for _ in range(RUNS):
+            for size in sizes:
+                size.create_run(total)
+        for _ in range(RUNS):
+            for size in sizes:
+                size.read_run(total * 2)
+        for size in sizes:
+            timings.append(f"quiet after creates at {size.events:,}: {size.quiet:.0f} s")
+            size.rss = {role: size.procs.rss(role) for role in ROLES}
     print("scale: " + "; ".join(timings))
     a, b = sizes
     label_a, label_b = _label(a.events), _label(b.events)
     plots.RSS.update({label_a: a.rss, label_b: b.rss})
-    for size in sizes:
-        plots.record_latency(f"POST /v1/jobs @{_label(size.events)}", size.creates)
-        plots.record_latency(f"GET /v1/jobs/id @{_label(size.events)}", size.reads)
+    a_creates, b_creates = _median(a.creates), _median(b.creates)
+    a_reads, b_reads = _median(a.reads), _median(b.reads)
+    for size, creates, reads in ((a, a_creates, a_reads), (b, b_creates, b_reads)):
+        plots.record_latency(f"POST /v1/jobs @{_label(size.events)}", creates)
+        plots.record_latency(f"GET /v1/jobs/id @{_label(size.events)}", reads)
     # "within 1.2x of each other" either way: the lower of the two sizes' values against the
     # higher, so the ratio is <= 1 and the target (1/1.2) holds exactly when they are within
-    a_creates, b_creates = a.creates.rate, b.creates.rate
-    a_reads, b_reads = a.reads.rate, b.reads.rate
     figures = [
         _within(
-            f"POST /v1/jobs, 32 clients, {label_a} vs {label_b} events: "
-            f"{a_creates:,.0f} vs {b_creates:,.0f} jobs/s "
-            f"(p99 {a.creates.p99_ms:.0f} / {b.creates.p99_ms:.0f} ms, "
-            f"{a.creates.errors + b.creates.errors} errors)",
+            f"POST /v1/jobs, 32 clients, {label_a} vs {label_b} events, in turns: "
+            f"{a_creates.rate:,.0f} vs {b_creates.rate:,.0f} jobs/s "
+            f"(p99 {a_creates.p99_ms:.0f} / {b_creates.p99_ms:.0f} ms, "
+            f"{a_creates.errors + b_creates.errors} errors)",
             "jobs/s",
-            a_creates,
-            b_creates,
+            a_creates.rate,
+            b_creates.rate,
         ),
         _within(
-            f"GET /v1/jobs/{{id}}, 32 clients, {label_a} vs {label_b} events: "
-            f"{a_reads:,.0f} vs {b_reads:,.0f} req/s "
-            f"(p99 {a.reads.p99_ms:.1f} / {b.reads.p99_ms:.1f} ms, "
-            f"{a.reads.errors + b.reads.errors} errors)",
+            f"GET /v1/jobs/{{id}}, 32 clients, {label_a} vs {label_b} events, in turns: "
+            f"{a_reads.rate:,.0f} vs {b_reads.rate:,.0f} req/s "
+            f"(p99 {a_reads.p99_ms:.1f} / {b_reads.p99_ms:.1f} ms, "
+            f"{a_reads.errors + b_reads.errors} errors)",
             "req/s",
-            a_reads,
-            b_reads,
+            a_reads.rate,
+            b_reads.rate,
         ),
     ]
     for role in ROLES:  # flat: within 1.2x
