@@ -70,6 +70,13 @@ class WorkQueue:
         params.append(limit)
         if self.store.is_postgres:
             with self.store.transaction() as tx:
+                if kind == "due":
+                    # No nested loop for the reservations' anti-join: a plan made while the
+                    # reservations table was empty (the server keeps one plan for a prepared
+                    # statement) read that whole table once per candidate job. Against a backlog
+                    # of 12,000 paced jobs each scan took 0.25-3.4 s of the server's CPU
+                    # (issue 8, figure 6); a hash anti-join reads it once.
+                    tx.execute("SET LOCAL enable_nestloop = off")
                 rows = tx.execute(sql + " FOR UPDATE OF s SKIP LOCKED", params).fetchall()
                 yield [Candidate(UUID(str(r[0])), str(r[1]), str(r[2]), int(r[3])) for r in rows]
             return
