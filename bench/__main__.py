@@ -43,7 +43,7 @@ from bench.delivery_figures import delivery_section
 from bench.lifecycle_figures import lifecycle_figures
 from bench.load import Request, Result, generator, hammer
 from bench.peer_figures import peer_figures
-from bench.scale_figures import scale_figures
+from bench.scale_figures import scale_figures, wait_caught_up
 from bench.support import (
     BASE_URL,
     BENCH_ADMIN,
@@ -51,6 +51,7 @@ from bench.support import (
     JOB_BODY,
     LEDGER,
     Figure,
+    Processes,
     bench_job,
     bench_service,
     checkpoint,
@@ -66,8 +67,8 @@ from bench.support import (
 )
 from delivery.signing import new_secret, sign
 from jobledger.bootstrap import Service
-from projections.registry import live, shadow, tracked_names
-from projections.runner import ProjectionRunner, rebuild, tracked_position
+from projections.registry import live, shadow
+from projections.runner import ProjectionRunner, rebuild
 from storage.sql import SqlStore
 
 
@@ -335,13 +336,7 @@ def wait_applied(url: str, timeout: float = 120.0) -> float:
     service = bench_service(url)
     store = SqlStore(service.database)
     try:
-        t0 = time.monotonic()
-        head = service.ledger.recorder.max_notification_id() or 0
-        while min(tracked_position(store, name)[0] for name in tracked_names()) < head:
-            if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"bench: the views did not apply the log in {timeout:.0f} s")
-            time.sleep(0.05)
-        return time.monotonic() - t0
+        return wait_caught_up(service, store, Processes({}), timeout)
     finally:
         store.close()
         service.close()
