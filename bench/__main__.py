@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import orjson
 import psycopg
 
@@ -48,7 +47,6 @@ from bench.support import (
     BASE_URL,
     BENCH_ADMIN,
     BENCH_KEY,
-    JOB_BODY,
     LEDGER,
     Figure,
     Processes,
@@ -58,9 +56,11 @@ from bench.support import (
     free_port,
     hammer_creates,
     machine_ticks,
+    new_tenant,
     pg_schema,
     postgres_settings,
     projector,
+    read_me_job,
     reference_seconds,
     stop_child,
     wait_http,
@@ -261,28 +261,19 @@ def _api_run(
         if with_projector:
             processes["projector"] = stack.enter_context(projector(url, env)).pid
         processes["api"] = stack.enter_context(child(command, env, f"{base}/healthz")).pid
-        tenant = httpx.post(
-            f"{base}/v1/tenants",
-            json={"name": "bench"},
-            headers={"Authorization": f"Bearer {BENCH_ADMIN}"},
-        ).json()
-        auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
+        auth = new_tenant(base)
         with cpu.measure(use, processes) as measured:
             creates = hammer_creates(base, auth, total)
         measured.operations += creates.requests
         waited = wait_applied(url)
         print(f"bench: the views applied the creates {waited:.1f} s after them", file=sys.stderr)
-        job = httpx.post(
-            f"{base}/v1/jobs",
-            content=JOB_BODY,
-            headers={**auth, "Idempotency-Key": "read-me", "Content-Type": "application/json"},
-        ).json()
+        job_id = read_me_job(base, auth)
         reads = hammer(
-            Request("GET", f"{base}/v1/jobs/{job['id']}", auth),
+            Request("GET", f"{base}/v1/jobs/{job_id}", auth),
             concurrency=CLIENTS,
             total=total * 2,
         )
-    return creates, reads, str(job["id"])
+    return creates, reads, job_id
 
 
 # Runs of each create/read configuration, each in turn with its own baseline run: the machine's
@@ -351,16 +342,17 @@ def api_figures(url: str, raw_use: cpu.Use, quick: bool) -> list[Figure]:
     median turn."""
     total = 2000 if quick else 10000
     lone, beside = cpu.Use(), cpu.Use()
-    configurations: dict[str, tuple[tuple[str, ...], bool, cpu.Use | None]] = {
-        "lone": ((), False, lone),
-        "processes": (("--processes", "2"), False, None),
-        "projector": ((), True, beside),
+    # name -> (its label in the figures, `ledger serve` arguments, with a projector, CPU use)
+    configurations: dict[str, tuple[str, tuple[str, ...], bool, cpu.Use | None]] = {
+        "lone": ("", (), False, lone),
+        "processes": (", --processes 2", ("--processes", "2"), False, None),
+        "projector": (", views in a `--role projector` process", (), True, beside),
     }
     creates: dict[str, list[Turn]] = {name: [] for name in configurations}
     reads: dict[str, list[Turn]] = {name: [] for name in configurations}
     for _ in range(1 if quick else API_RUNS):
         plain: Result | None = None
-        for name, (serve_args, with_projector, use) in configurations.items():
+        for name, (_, serve_args, with_projector, use) in configurations.items():
             raw = raw_rate(url, 4, 1000 if quick else 5000, raw_use)
             made, read, job_id = _api_run(
                 url, total, *serve_args, with_projector=with_projector, use=use
@@ -374,13 +366,8 @@ def api_figures(url: str, raw_use: cpu.Use, quick: bool) -> list[Figure]:
     cpu.BUDGETS.append(
         cpu.Budget("POST /v1/jobs, views in a projector process", beside, raw_name, raw_use, 0.5)
     )
-    labels = {
-        "lone": "",
-        "processes": ", --processes 2",
-        "projector": ", views in a `--role projector` process",
-    }
     figures = []
-    for name, label in labels.items():
+    for name, (label, *_) in configurations.items():
         create = median_turn(creates[name])
         figures.append(
             Figure(

@@ -22,11 +22,11 @@ import httpx
 from bench import plots
 from bench.scale_figures import service_env
 from bench.support import (
-    BENCH_ADMIN,
     Figure,
     Processes,
     free_port,
     hammer_creates,
+    new_tenant,
     pg_schema,
     received,
     wait_http,
@@ -77,9 +77,7 @@ def lifecycle(kind: str, jobs: int) -> tuple[float, float, float]:
         wait_http(f"{base}/healthz", procs.procs["api"], "ledger serve --role api")
         procs.role("worker")
         procs.role("delivery")
-        admin = {"Authorization": f"Bearer {BENCH_ADMIN}"}
-        tenant = httpx.post(f"{base}/v1/tenants", json={"name": "life"}, headers=admin).json()
-        auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
+        auth = new_tenant(base, "life")
         for rport in receivers:
             response = httpx.post(
                 f"{base}/v1/endpoints",

@@ -24,21 +24,20 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import httpx
-
 from bench import plots
 from bench.load import Request, Result, hammer
 from bench.support import (
     BENCH_ADMIN,
     BENCH_KEY,
-    JOB_BODY,
     Figure,
     Processes,
     bench_service,
     checkpoint,
     free_port,
     hammer_creates,
+    new_tenant,
     pg_schema,
+    read_me_job,
     wait_http,
 )
 from jobledger.bootstrap import Service
@@ -215,21 +214,8 @@ class Size:
             self.procs.role(role, port=port if role == "api" else None)
             if role == "api":
                 wait_http(f"{self.base}/healthz", self.procs.procs["api"], "the scale API")
-        tenant = httpx.post(
-            f"{self.base}/v1/tenants",
-            json={"name": "bench"},
-            headers={"Authorization": f"Bearer {BENCH_ADMIN}"},
-        ).json()
-        self.auth = {"Authorization": f"Bearer {tenant['key']['token']}"}
-        self.job_id = httpx.post(
-            f"{self.base}/v1/jobs",
-            content=JOB_BODY,
-            headers={
-                **self.auth,
-                "Idempotency-Key": "read-me",
-                "Content-Type": "application/json",
-            },
-        ).json()["id"]
+        self.auth = new_tenant(self.base)
+        self.job_id = read_me_job(self.base, self.auth)
 
     def create_run(self, total: int) -> None:
         self.creates.append(hammer_creates(self.base, self.auth, total))

@@ -134,6 +134,28 @@ def pg_schema(prefix: str = "bench") -> Iterator[tuple[str, str]]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def new_tenant(base: str, name: str = "bench") -> dict[str, str]:
+    """A tenant made through the API at `base` with `BENCH_ADMIN`: the `Authorization` header
+    of its key."""
+    tenant = httpx.post(
+        f"{base}/v1/tenants",
+        json={"name": name},
+        headers={"Authorization": f"Bearer {BENCH_ADMIN}"},
+    ).json()
+    return {"Authorization": f"Bearer {tenant['key']['token']}"}
+
+
+def read_me_job(base: str, auth: dict[str, str]) -> str:
+    """The id of the job the status reads read (made with `JOB_BODY`, key "read-me")."""
+    return str(
+        httpx.post(
+            f"{base}/v1/jobs",
+            content=JOB_BODY,
+            headers={**auth, "Idempotency-Key": "read-me", "Content-Type": "application/json"},
+        ).json()["id"]
+    )
+
+
 def hammer_creates(base: str, auth: dict[str, str], total: int, *, exact: bool = False) -> Result:
     """About `total` (`exact`: exactly `total`, see `bench.load`) `POST /v1/jobs` of
     `JOB_BODY` at 32 concurrent clients, each with its own Idempotency-Key."""
