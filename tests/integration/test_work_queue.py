@@ -30,10 +30,14 @@ RESERVED = 1000  # of them, those still holding a reservation in the future
 PASSES_BEFORE = 12
 
 
+def _job_id(i: int) -> str:
+    return f"00000000-0000-0000-0000-{i:012d}"
+
+
 def _row(i: int, due_at: datetime) -> tuple[object, ...]:
     stamp = utc_text(due_at)
     values: dict[str, object] = {
-        "job_id": f"00000000-0000-0000-0000-{i:012d}",
+        "job_id": _job_id(i),
         "tenant_id": "t",
         "state": "scheduled",
         "account_id": "acct",
@@ -93,7 +97,7 @@ def test_the_due_scan_reads_the_reservations_once_not_once_per_job(postgres_url:
             tx.executemany(  # the oldest jobs were paced: their new time is not in the view yet
                 f"INSERT INTO {RESERVATIONS_TABLE} (job_id, bucket, run_at) VALUES (?, ?, ?)",
                 [
-                    (str(_row(i, now)[0]), "account:acct", utc_text(now + timedelta(hours=1)))
+                    (_job_id(i), "account:acct", utc_text(now + timedelta(hours=1)))
                     for i in range(RESERVED)
                 ],
             )
