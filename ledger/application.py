@@ -20,7 +20,7 @@ Storage is chosen by the eventsourcing environment given to the constructor (see
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -288,11 +288,14 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
             ),
         )
 
-    def pace(self, job_id: UUID, *, run_at: datetime, reason: str, actor: str) -> Written:
-        """Hold a scheduled job back until `run_at` (token-bucket pacing, SPEC section 4)."""
-        return self._update(
-            job_id,
-            lambda job: job.pace(run_at=run_at, reason=reason, actor=actor, now=self.clock.now()),
+    def pace_many(self, holds: Mapping[UUID, tuple[datetime, str]], *, actor: str) -> list[Written]:
+        """Hold scheduled jobs back, each until its time and with its reason (token-bucket
+        pacing, SPEC section 4), in one store transaction; see `_update_many`."""
+        return self._update_many(
+            list(holds),
+            lambda job: job.pace(
+                run_at=holds[job.id][0], reason=holds[job.id][1], actor=actor, now=self.clock.now()
+            ),
         )
 
     def cancel(self, job_id: UUID, *, actor: str, reason: str | None = None) -> Written:

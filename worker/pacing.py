@@ -11,16 +11,20 @@ has a token for the job, so one account's backlog never runs the global bucket i
 everyone else. Reservations a job holds are released (deleted) when it finally gets all its
 tokens; a reservation still in the future hides the job from every worker's due scan.
 
-Shared state lives in two tables, updated in one transaction per decision: on PostgreSQL the
-bucket rows are locked with `SELECT ... FOR UPDATE` (account before global, so no deadlock);
-on SQLite `BEGIN IMMEDIATE` serialises the transaction. Tables are created by `create_tables`,
-idempotently, under the migration advisory lock (see `worker.runner.prepare_tables`).
+Shared state lives in two tables, updated in one transaction per batch of decisions (a worker
+pass decides for all its candidates at once): on PostgreSQL the bucket rows are locked with
+`SELECT ... FOR UPDATE` in name order (account buckets before the global one, so no
+deadlock); on SQLite `BEGIN IMMEDIATE` serialises the transaction. Tables are created by
+`create_tables`, idempotently, under the migration advisory lock (see
+`worker.runner.prepare_tables`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from storage.sql import SqlStore, Tx, parse_utc_text, utc_text
 
@@ -48,6 +52,23 @@ def take(tokens: float, spec: BucketSpec) -> tuple[float, float]:
     """Take one token: (tokens left, seconds until the token taken exists; 0 if it exists now)."""
     left = tokens - 1.0
     return left, (0.0 if left >= 0 else -left / spec.refill_per_second)
+
+
+@dataclass
+class _Bucket:
+    """A bucket row, locked for the transaction that holds it."""
+
+    tokens: float
+    refreshed_at: datetime
+    taken: bool = False
+
+    def take(self, spec: BucketSpec, now: datetime) -> float:
+        """Refill to `now`, take one token; seconds until that token exists (0: it does)."""
+        elapsed = (now - self.refreshed_at).total_seconds()
+        self.tokens, wait = take(refill(self.tokens, elapsed, spec), spec)
+        self.refreshed_at = max(now, self.refreshed_at)
+        self.taken = True
+        return wait
 
 
 @dataclass(frozen=True)
@@ -83,57 +104,107 @@ class Pacer:
 
     def acquire(self, job_id: str, account_id: str, now: datetime) -> Decision:
         """Take (or use the reserved) account and global tokens for one attempt of a job."""
-        buckets = ((f"account:{account_id}", self.account), (GLOBAL_BUCKET, self.global_))
-        with self.store.transaction() as tx:
-            held = {
-                str(r[0]): parse_utc_text(r[1])
-                for r in tx.execute(
-                    f"SELECT bucket, run_at FROM {RESERVATIONS_TABLE} WHERE job_id = ?", (job_id,)
-                ).fetchall()
-            }
-            taken_now: list[str] = []
-            for bucket, spec in buckets:
-                reserved_for = held.get(bucket)
-                if reserved_for is not None:
-                    if reserved_for > now:
-                        return Decision((reserved_for - now).total_seconds(), bucket)
-                    continue
-                wait = self._take(tx, bucket, spec, now)
-                if wait > 0:
-                    run_at = now + timedelta(seconds=wait)
-                    rows = [(job_id, b, utc_text(now)) for b in taken_now]
-                    rows.append((job_id, bucket, utc_text(run_at)))
-                    tx.executemany(
-                        f"INSERT INTO {RESERVATIONS_TABLE} (job_id, bucket, run_at) "
-                        "VALUES (?, ?, ?) ON CONFLICT (job_id, bucket) DO UPDATE "
-                        "SET run_at = excluded.run_at",
-                        rows,
-                    )
-                    return Decision(wait, bucket)
-                taken_now.append(bucket)
-            if held:
-                tx.execute(f"DELETE FROM {RESERVATIONS_TABLE} WHERE job_id = ?", (job_id,))
-        return Decision(0.0)
+        return self.acquire_many([(job_id, account_id)], now)[0]
 
-    def _take(self, tx: Tx, bucket: str, spec: BucketSpec, now: datetime) -> float:
-        tx.execute(
+    def acquire_many(
+        self, requests: Sequence[tuple[str, str]], now: datetime, *, go_limit: int | None = None
+    ) -> list[Decision]:
+        """`acquire` for each (job id, account id) in order, in one transaction.
+
+        The decisions are those of one `acquire` call after another. Every bucket the batch may
+        take from is locked first, in name order, so batches of different accounts in other
+        processes cannot deadlock; reservations are read in one statement and written in one
+        more. With `go_limit`, deciding stops after that many jobs may go (the caller has room
+        for no more): the answer then covers only the first requests."""
+        if not requests:
+            return []
+        accounts = {account_id for _, account_id in requests}
+        names = sorted({f"account:{a}" for a in accounts} | {GLOBAL_BUCKET})
+        with self.store.transaction() as tx:
+            buckets = self._lock_buckets(tx, names, now)
+            held: dict[str, dict[str, datetime]] = {}
+            for row in tx.rows_where_in(
+                f"SELECT job_id, bucket, run_at FROM {RESERVATIONS_TABLE}",
+                "job_id",
+                {job_id for job_id, _ in requests},
+            ):
+                run_at = parse_utc_text(row[2])
+                assert run_at is not None
+                held.setdefault(str(row[0]), {})[str(row[1])] = run_at
+            decisions: list[Decision] = []
+            reserve: list[tuple[str, str, str]] = []
+            release: list[str] = []
+            gone = 0
+            for job_id, account_id in requests:
+                if go_limit is not None and gone >= go_limit:
+                    break
+                decision, reservations = self._decide(
+                    job_id, account_id, held.get(job_id, {}), buckets, now
+                )
+                decisions.append(decision)
+                reserve += reservations
+                if decision.go:
+                    gone += 1
+                    if job_id in held:
+                        release.append(job_id)
+            tx.executemany(
+                f"INSERT INTO {RESERVATIONS_TABLE} (job_id, bucket, run_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (job_id, bucket) DO UPDATE SET run_at = excluded.run_at",
+                reserve,
+            )
+            tx.executemany(
+                f"DELETE FROM {RESERVATIONS_TABLE} WHERE job_id = ?", [(j,) for j in release]
+            )
+            tx.executemany(
+                f"UPDATE {BUCKETS_TABLE} SET tokens = ?, refreshed_at = ? WHERE bucket = ?",
+                [(b.tokens, utc_text(b.refreshed_at), n) for n, b in buckets.items() if b.taken],
+            )
+        return decisions
+
+    def _decide(
+        self,
+        job_id: str,
+        account_id: str,
+        held: dict[str, datetime],
+        buckets: dict[str, _Bucket],
+        now: datetime,
+    ) -> tuple[Decision, list[tuple[str, str, Any]]]:
+        """One job's decision, and the reservations it makes (none when it may go, or when a
+        reservation still in the future holds it back)."""
+        taken_now: list[str] = []
+        order = ((f"account:{account_id}", self.account), (GLOBAL_BUCKET, self.global_))
+        for bucket, spec in order:
+            reserved_for = held.get(bucket)
+            if reserved_for is not None:
+                if reserved_for > now:
+                    return Decision((reserved_for - now).total_seconds(), bucket), []
+                continue
+            wait = buckets[bucket].take(spec, now)
+            if wait > 0:
+                rows = [(job_id, b, utc_text(now)) for b in taken_now]
+                rows.append((job_id, bucket, utc_text(now + timedelta(seconds=wait))))
+                return Decision(wait, bucket), rows
+            taken_now.append(bucket)
+        return Decision(0.0), []
+
+    def _lock_buckets(self, tx: Tx, names: list[str], now: datetime) -> dict[str, _Bucket]:
+        specs = {name: self.global_ if name == GLOBAL_BUCKET else self.account for name in names}
+        tx.executemany(
             f"INSERT INTO {BUCKETS_TABLE} (bucket, tokens, refreshed_at) VALUES (?, ?, ?) "
             "ON CONFLICT (bucket) DO NOTHING",
-            (bucket, spec.capacity, utc_text(now)),
+            [(name, specs[name].capacity, utc_text(now)) for name in names],
         )
         lock = " FOR UPDATE" if tx.is_postgres else ""
-        row = tx.execute(
-            f"SELECT tokens, refreshed_at FROM {BUCKETS_TABLE} WHERE bucket = ?{lock}", (bucket,)
-        ).fetchone()
-        refreshed = parse_utc_text(row[1])
-        assert refreshed is not None
-        tokens = refill(float(row[0]), (now - refreshed).total_seconds(), spec)
-        tokens, wait = take(tokens, spec)
-        tx.execute(
-            f"UPDATE {BUCKETS_TABLE} SET tokens = ?, refreshed_at = ? WHERE bucket = ?",
-            (tokens, utc_text(max(now, refreshed)), bucket),
-        )
-        return wait
+        buckets: dict[str, _Bucket] = {}
+        for name in names:  # one at a time, in name order: every process locks in this order
+            row = tx.execute(
+                f"SELECT tokens, refreshed_at FROM {BUCKETS_TABLE} WHERE bucket = ?{lock}",
+                (name,),
+            ).fetchone()
+            refreshed = parse_utc_text(row[1])
+            assert refreshed is not None
+            buckets[name] = _Bucket(float(row[0]), refreshed)
+        return buckets
 
     def purge(self, before: datetime) -> int:
         """Drop reservations long past (jobs canceled or run elsewhere); returns rows removed."""

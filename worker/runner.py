@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from ledger.application import JobLedger
+from ledger.application import JobLedger, Written
 from ledger.errors import (
     ConcurrentUpdate,
     InvalidTransition,
@@ -49,7 +49,7 @@ from projections.runner import ProjectionRunner
 from storage.config import MIGRATION_LOCK_KEY
 from storage.sql import SqlStore
 from worker.config import WorkerConfig
-from worker.pacing import Pacer
+from worker.pacing import Decision, Pacer
 from worker.publishers import Outcome, Published, Publishers
 from worker.queue import Candidate, WorkQueue
 from worker.scheduler import Scheduler
@@ -160,58 +160,74 @@ class Worker:
             return 0
         now = self.ledger.clock.now()
         extra = min(len(self._seen), 50)  # look past rows the projection has not updated yet
-        chosen: list[Candidate] = []
+        marked: list[Candidate] = []
+        holds: dict[UUID, tuple[datetime, str]] = {}
+        started: list[Written] = []
+        # The claim's row locks stay held until its block ends, and the projection's updates of
+        # those rows wait for them: everything inside is one transaction per kind of write
+        # (pacing decisions, started attempts), never one per job.
         with self.queue.claim("due", now, free + extra) as due:
             try:
-                for candidate in due:
-                    if len(chosen) >= free:
-                        break
-                    if self._seen_before(candidate):
-                        continue
-                    if not self._paced_ok(candidate, now):
-                        continue
+                fresh = [c for c in due if not self._seen_before(c)]
+                chosen, paced = self._pace(fresh, now, free)
+                for candidate in chosen + [c for c, _ in paced]:
                     self._mark_seen(candidate)
-                    chosen.append(candidate)
-                if not chosen:
-                    return 0
-                # one store transaction for the batch; a job another worker took is skipped
-                started = self.ledger.start_attempts(
-                    [c.job_id for c in chosen],
-                    worker_id=self.worker_id,
-                    lease_seconds=self.config.lease_seconds,
-                )
+                    marked.append(candidate)
+                if chosen:
+                    # one store transaction for the batch; a job another worker took is skipped
+                    started = self.ledger.start_attempts(
+                        [c.job_id for c in chosen],
+                        worker_id=self.worker_id,
+                        lease_seconds=self.config.lease_seconds,
+                    )
             except BaseException:  # the store went away mid-batch, say: nothing was started
-                for candidate in chosen:
+                for candidate in marked:
                     self._unmark_seen(candidate)  # not acted on: the next pass tries again
                 raise
             # started attempts run even if ending the claim's transaction fails below
             for written in started:
                 self._launch(written.job)
+            holds = {
+                c.job_id: (
+                    now + timedelta(seconds=d.wait_seconds),
+                    f"pacing: bucket {d.bucket} is empty",
+                )
+                for c, d in paced
+            }
+        if holds:  # their reservations already hide them from every worker's due scan
+            self._hold_back(holds, [c for c, _ in paced])
         return len(started)
 
     # -- pacing --
 
-    def _paced_ok(self, candidate: Candidate, now: datetime) -> bool:
+    def _pace(
+        self, candidates: list[Candidate], now: datetime, free: int
+    ) -> tuple[list[Candidate], list[tuple[Candidate, Decision]]]:
+        """(jobs that may start now, at most `free`; scheduled jobs to hold back, with why).
+
+        A failed_retrying job told to wait is in neither: it keeps its state, and its
+        reservation hides it until its token exists."""
         if self.pacer is None:
-            return True
-        decision = self.pacer.acquire(str(candidate.job_id), candidate.account_id, now)
-        if decision.go:
-            return True
-        if candidate.state == JobState.SCHEDULED:
-            self._mark_seen(candidate)
-            try:
-                self.ledger.pace(
-                    candidate.job_id,
-                    run_at=now + timedelta(seconds=decision.wait_seconds),
-                    reason=f"pacing: bucket {decision.bucket} is empty",
-                    actor=self.worker_id,
-                )
-            except LedgerError as error:
-                if isinstance(error, StoreUnavailable):
+            return candidates[:free], []
+        decisions = self.pacer.acquire_many(
+            [(str(c.job_id), c.account_id) for c in candidates], now, go_limit=free
+        )
+        chosen = [c for c, d in zip(candidates, decisions, strict=False) if d.go]
+        paced = [
+            (c, d)
+            for c, d in zip(candidates, decisions, strict=False)
+            if not d.go and c.state == JobState.SCHEDULED
+        ]
+        return chosen, paced
+
+    def _hold_back(self, holds: dict[UUID, tuple[datetime, str]], paced: list[Candidate]) -> None:
+        try:
+            self.ledger.pace_many(holds, actor=self.worker_id)
+        except LedgerError as error:
+            if isinstance(error, StoreUnavailable):
+                for candidate in paced:
                     self._unmark_seen(candidate)  # not acted on: the next pass tries again
-                log.info("job %s: not paced (%s)", candidate.job_id, error.message)
-        # a failed_retrying job keeps its state; its reservation hides it until its token exists
-        return False
+            log.info("%d jobs not paced (%s)", len(holds), error.message)
 
     # -- attempts --
 
