@@ -15,11 +15,14 @@ No key, an unknown key and a revoked key all answer 401; a role that may not do 
 
 Tenant and admin keys from the store are cached in memory (`KeyCache`), keyed by the sha256 of
 the whole token, never the token itself, for `LEDGER_API_KEY_CACHE_SECONDS` (default 5): a
-status read then costs no key lookup. A revocation through this process's API takes effect at
-once here (`Authenticator.forget_key`); in *other* API processes a revoked key keeps working
-for at most that many seconds, until its entry expires. 0 turns the cache off (every request
-reads the key from the store). Only valid keys are cached; unknown, wrong and revoked tokens
-are looked up every time. Concurrent requests with the same uncached token share one lookup.
+status read then costs no key lookup. A key in use is read again in the background in the
+last fifth of its entry's life, so a busy key's requests never all wait for one lookup when its
+entry expires; a re-read that finds the key revoked drops it at once. A revocation through this
+process's API takes effect at once here (`Authenticator.forget_key`); in *other* API processes
+a revoked key keeps working for at most that many seconds, until its entry expires. 0 turns
+the cache off (every request reads the key from the store). Only valid keys are cached;
+unknown, wrong and revoked tokens are looked up every time. Concurrent requests with the same
+uncached token share one lookup.
 
 `GET /metrics` is outside the roles: Prometheus scrapers rarely carry API keys, so it is open
 unless `LEDGER_METRICS_TOKEN` is set; then that one token (and nothing else) must be sent as
@@ -44,6 +47,7 @@ from ledger.tenancy import ADMIN, READER, WRITER, ApiKey, key_actor
 BOOTSTRAP_ADMIN_ID = "bootstrap-admin"
 DEFAULT_KEY_CACHE_SECONDS = 5.0
 KEY_CACHE_MAX_ENTRIES = 10_000
+REFRESH_AHEAD = 0.2  # the share of a cached key's life in which a request starts its re-read
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="job-ledger"'}
 INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="job-ledger", error="invalid_token"'}
 
@@ -144,13 +148,23 @@ class KeyCache:
         self.generation = 0
 
     def get(self, digest: bytes) -> Principal | None:
+        found = self.find(digest)
+        return None if found is None else found[0]
+
+    def find(self, digest: bytes) -> tuple[Principal, bool] | None:
+        """(who, True when the entry is in the last `REFRESH_AHEAD` of its life: time to read
+        the key again, in the background), or None when nothing valid is kept."""
         entry = self._entries.get(digest)
         if entry is None:
             return None
-        if self._clock() >= entry[1]:
+        now = self._clock()
+        if now >= entry[1]:
             self._entries.pop(digest, None)
             return None
-        return entry[0]
+        return entry[0], now >= entry[1] - self.ttl * REFRESH_AHEAD
+
+    def discard(self, digest: bytes) -> None:
+        self._entries.pop(digest, None)
 
     def put(self, digest: bytes, principal: Principal, generation: int) -> None:
         if self.ttl <= 0 or generation != self.generation:
@@ -188,26 +202,43 @@ class Authenticator:
         """The principal of a stored key (from the cache, or `lookup` in the store); 401 when
         the token proves no active key."""
         digest = _digest(token)
-        found = self.keys.get(digest)
+        found = self.keys.find(digest)
         if found is not None:
-            return found
+            principal, refresh = found
+            if refresh and digest not in self._lookups:
+                # read it again before it expires, without making this request wait: at expiry
+                # every request of a busy key would otherwise wait for one lookup together
+                self._start_lookup(digest, token, lookup)
+            return principal
         task = self._lookups.get(digest)
         if task is None:  # the first asker looks it up; the others wait for that answer
-            task = asyncio.ensure_future(self._look_up(digest, token, lookup))
-            self._lookups[digest] = task
-            task.add_done_callback(lambda done: self._lookup_done(digest, done))
+            task = self._start_lookup(digest, token, lookup)
         # shield: a client that goes away does not cancel the lookup the others wait for
         return await asyncio.shield(task)
 
+    def _start_lookup(
+        self, digest: bytes, token: str, lookup: KeyLookup
+    ) -> asyncio.Task[Principal]:
+        task = asyncio.ensure_future(self._look_up(digest, token, lookup))
+        self._lookups[digest] = task
+        task.add_done_callback(lambda done: self._lookup_done(digest, done))
+        return task
+
     async def _look_up(self, digest: bytes, token: str, lookup: KeyLookup) -> Principal:
         generation = self.keys.generation
-        principal = self.principal(await lookup(token))
+        try:
+            principal = self.principal(await lookup(token))
+        except Problem:  # revoked (or gone) since it was cached: refused from now on
+            self.keys.discard(digest)
+            raise
         self.keys.put(digest, principal, generation)
         return principal
 
     def _lookup_done(self, digest: bytes, task: asyncio.Task[Principal]) -> None:
         if self._lookups.get(digest) is task:
             del self._lookups[digest]
+        if not task.cancelled():
+            task.exception()  # a refresh nobody awaited: its failure is not "never retrieved"
 
     def forget_key(self, key_id: str) -> None:
         """A key was revoked in this process: it is refused from the next request on (a

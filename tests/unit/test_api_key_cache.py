@@ -152,3 +152,68 @@ def test_the_setting_reaches_the_app_config() -> None:
     assert api_config(Settings.from_env({})).key_cache_seconds == DEFAULT_KEY_CACHE_SECONDS
     with pytest.raises(SettingsError, match="LEDGER_API_KEY_CACHE_SECONDS"):
         Settings.from_env({"LEDGER_API_KEY_CACHE_SECONDS": "-1"})
+
+
+async def settle() -> None:
+    """Let the tasks started so far run as far as they can."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_a_key_in_use_is_read_again_before_its_entry_expires_without_waiting() -> None:
+    token, key = stored_key()
+    clock = Clock()
+    auth = Authenticator(None)
+    auth.keys = KeyCache(5.0, clock=clock)
+    answers: list[asyncio.Future[ApiKey | None]] = []
+
+    async def lookup(presented: str) -> ApiKey | None:
+        answers.append(asyncio.get_running_loop().create_future())
+        return await answers[-1]
+
+    async def run() -> None:
+        first = asyncio.ensure_future(auth.key_principal(token, lookup))
+        await settle()
+        answers[0].set_result(key)
+        assert (await first).key_id == str(key.id)
+        clock.now += 3.9  # not yet in the last fifth of its 5 s
+        await auth.key_principal(token, lookup)
+        assert len(answers) == 1
+        clock.now += 0.2
+        # answered from the cache at once, while the re-read waits on the store
+        for _ in range(5):
+            assert (await auth.key_principal(token, lookup)).key_id == str(key.id)
+        await settle()
+        assert len(answers) == 2  # one re-read for all of them
+        answers[1].set_result(key)
+        await settle()
+        clock.now += 4.0  # past the first entry's expiry, within the re-read one's
+        assert (await auth.key_principal(token, lookup)).key_id == str(key.id)
+        assert len(answers) == 2
+
+    asyncio.run(run())
+
+
+def test_a_re_read_that_finds_the_key_revoked_refuses_it_at_once() -> None:
+    token, key = stored_key()
+    clock = Clock()
+    auth = Authenticator(None)
+    auth.keys = KeyCache(5.0, clock=clock)
+    revoked = False
+
+    async def lookup(presented: str) -> ApiKey | None:
+        return None if revoked else key
+
+    async def run() -> None:
+        nonlocal revoked
+        await auth.key_principal(token, lookup)
+        revoked = True  # in another process: this one's cache still holds the key
+        clock.now += 4.5
+        assert (await auth.key_principal(token, lookup)).key_id == str(key.id)
+        await settle()  # the re-read it started runs, and finds no key
+        with pytest.raises(Problem) as raised:
+            await auth.key_principal(token, lookup)
+        assert raised.value.status == 401
+
+    asyncio.run(run())
+    assert len(auth.keys) == 0
