@@ -59,7 +59,11 @@ class Database:
         return f"postgresql://{self.user}:***@{self.host}:{self.port}/{self.dbname}?schema={self.schema}"
 
     def eventsourcing_env(self, *, create_table: bool = False) -> dict[str, str]:
-        env = {"CREATE_TABLE": "y" if create_table else "n"}
+        env = {
+            "CREATE_TABLE": "y" if create_table else "n",
+            # the same stored JSON as eventsourcing's own transcoder, made and read by orjson
+            "TRANSCODER_TOPIC": "storage.transcoder:OrjsonTranscoder",
+        }
         if self.is_postgres:
             env.update(
                 PERSISTENCE_MODULE="eventsourcing.postgres",
