@@ -1,6 +1,6 @@
 """The event recorders: the library's, plus the topics of each write in PostgreSQL's NOTIFY,
-a cheaper insert on PostgreSQL (plain arrays in binary), and one read of many aggregates'
-events (`select_events_of`).
+a cheaper insert on PostgreSQL (one statement calling a function that `migrate` makes, with
+plain arrays in binary), and one read of many aggregates' events (`select_events_of`).
 
 eventsourcing's recorder sends a bare `NOTIFY <channel>` with every write, so a listener only
 learns that something was written. Every projection runner in every process then woke and
@@ -29,14 +29,39 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.errors import UndefinedFunction
 from psycopg.sql import SQL, Identifier
 
 # PostgreSQL refuses payloads of 8000 bytes or more; past this, the payload says "anything".
 MAX_PAYLOAD = 7000
 NOTIFY_STATEMENT = "SELECT pg_notify(%s, %s)"
+
+# The write of a batch of events in one statement: made by `migrate`, called by
+# `TopicNotifyingRecorder.insert_events`. The EXCLUSIVE lock makes the commit order the order
+# of the notification ids, as the library's own insert does (its `POSTGRES_ENABLE_DB_FUNCTIONS`
+# function skips the lock, and a live reader then missed events for good: ../shared
+# EVENTSOURCING.md); the lock and the NOTIFY last until the statement's transaction commits.
+INSERT_FUNCTION_VERSION = "v1"
+INSERT_FUNCTION_ARGUMENTS = "text, text, text, uuid[], int8[], text[], bytea[]"
+INSERT_FUNCTION = """
+CREATE OR REPLACE FUNCTION {function}(
+    lock_wait text, channel text, payload text,
+    ids uuid[], versions int8[], topics text[], states bytea[]
+) RETURNS SETOF int8 LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('lock_timeout', lock_wait, true);
+    LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
+    PERFORM pg_notify(channel, payload);
+    RETURN QUERY
+        INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)
+        SELECT * FROM unnest(ids, versions, topics, states)
+        RETURNING notification_id;
+END
+$$
+"""
 
 
 def notify_channel(events_table: str, schema: str) -> str:
@@ -78,6 +103,79 @@ class TopicNotifyingRecorder(PostgresApplicationRecorder):
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        self.insert_function = Identifier(
+            self.datastore.schema, f"{self.events_table_name}_insert_{INSERT_FUNCTION_VERSION}"
+        )
+        self.insert_function_statement = SQL(
+            "SELECT * FROM {function}(%s, %s, %s, %b::uuid[], %b::int8[], %b::text[], %b::bytea[])"
+            " AS inserted(notification_id)"
+        ).format(function=self.insert_function)
+        self._has_insert_function: bool | None = None  # looked up at the first write
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL(INSERT_FUNCTION).format(
+                    function=self.insert_function,
+                    schema=Identifier(self.datastore.schema),
+                    table=Identifier(self.events_table_name),
+                ),
+                prepare=False,
+            )
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """One statement, in its own transaction: `INSERT_FUNCTION` takes the table lock,
+        sends the NOTIFY and inserts, as the library's pipelined transaction does. The library's
+        way (a pipeline of BEGIN, SET LOCAL, LOCK, NOTIFY, INSERT and COMMIT) cost 585 us of
+        the writer's CPU per 16-event write, against 265 us (1.07 ms and 0.65 ms of wall time):
+        psycopg's pipeline and transaction bookkeeping run in Python."""
+        if (
+            not stored_events
+            or kwargs.get("tracking") is not None
+            or self.datastore.originator_id_type != "uuid"
+            or not self._insert_function_exists()
+        ):
+            ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+            return ids
+        try:
+            return self._insert_through_function(stored_events)
+        except ProgrammingError as error:
+            if not isinstance(error.__cause__, UndefinedFunction):
+                raise
+            # dropped since (a restore of an earlier release's dump): nothing was written
+            self._has_insert_function = False
+            return self.insert_events(stored_events, **kwargs)
+
+    def _insert_through_function(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                self.insert_function_statement,
+                (
+                    f"{self.datastore.lock_timeout}s",
+                    self.channel_name,
+                    topics_payload(e.topic for e in stored_events),
+                    [e.originator_id for e in stored_events],
+                    [e.originator_version for e in stored_events],
+                    [e.topic for e in stored_events],
+                    [e.state for e in stored_events],
+                ),
+                prepare=True,
+            )
+            return [row["notification_id"] for row in curs.fetchall()]
+
+    def _insert_function_exists(self) -> bool:
+        """Whether `migrate` made the insert function (a schema an earlier release migrated,
+        before this process's own start-up migrated it, has none: the library's way then)."""
+        if self._has_insert_function is None:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                name = f"{self.insert_function.as_string(conn)}({INSERT_FUNCTION_ARGUMENTS})"
+                curs.execute("SELECT to_regprocedure(%s) IS NOT NULL AS found", (name,))
+                row = curs.fetchone()
+                self._has_insert_function = bool(row and row["found"])
+        return self._has_insert_function
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
