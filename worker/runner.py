@@ -161,7 +161,7 @@ class Worker:
         now = self.ledger.clock.now()
         extra = min(len(self._seen), 50)  # look past rows the projection has not updated yet
         marked: list[Candidate] = []
-        holds: dict[UUID, tuple[datetime, str]] = {}
+        paced: list[tuple[Candidate, Decision]] = []
         started: list[Written] = []
         # The claim's row locks stay held until its block ends, and the projection's updates of
         # those rows wait for them: everything inside is one transaction per kind of write
@@ -187,15 +187,8 @@ class Worker:
             # started attempts run even if ending the claim's transaction fails below
             for written in started:
                 self._launch(written.job)
-            holds = {
-                c.job_id: (
-                    now + timedelta(seconds=d.wait_seconds),
-                    f"pacing: bucket {d.bucket} is empty",
-                )
-                for c, d in paced
-            }
-        if holds:  # their reservations already hide them from every worker's due scan
-            self._hold_back(holds, [c for c, _ in paced])
+        if paced:  # their reservations already hide them from every worker's due scan
+            self._hold_back(paced, now)
         return len(started)
 
     # -- pacing --
@@ -220,12 +213,20 @@ class Worker:
         ]
         return chosen, paced
 
-    def _hold_back(self, holds: dict[UUID, tuple[datetime, str]], paced: list[Candidate]) -> None:
+    def _hold_back(self, paced: list[tuple[Candidate, Decision]], now: datetime) -> None:
+        """Save each paced job's JobPaced (its run time and why), all in one transaction."""
+        holds = {
+            c.job_id: (
+                now + timedelta(seconds=d.wait_seconds),
+                f"pacing: bucket {d.bucket} is empty",
+            )
+            for c, d in paced
+        }
         try:
             self.ledger.pace_many(holds, actor=self.worker_id)
         except LedgerError as error:
             if isinstance(error, StoreUnavailable):
-                for candidate in paced:
+                for candidate, _ in paced:
                     self._unmark_seen(candidate)  # not acted on: the next pass tries again
             log.info("%d jobs not paced (%s)", len(holds), error.message)
 
