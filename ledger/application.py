@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import (
     IntegrityError,
@@ -108,7 +108,7 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         with store_errors():
             super().__init__(env)
-        self.group_commit = GroupCommit(self.save)
+        self.group_commit = GroupCommit(self._save_collected)
 
     # -- creation --
 
@@ -395,6 +395,18 @@ class JobLedger(WebhookCommands, TenancyCommands, Application[UUID]):
         return verifier.finish()
 
     # -- internals --
+
+    def _save_collected(self, *events: Any) -> list[Any]:
+        """`Application.save` for domain events already collected from their aggregates (group
+        commit's batches), without its check of each one against a runtime-checkable Protocol:
+        that `isinstance` takes 7.5 us per event, about 2 % of a create's CPU in the API
+        process. (eventsourcing is pinned below 9.6, so these internals hold.)"""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        processing_event.events.extend(events)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)  # (save() also calls the deprecated `notify`: a no-op here)
+        return recordings
 
     def _notify(self, recordings: list[Any]) -> None:
         if recordings:
