@@ -132,7 +132,7 @@ class Pacer:
                 assert run_at is not None
                 held.setdefault(str(row[0]), {})[str(row[1])] = run_at
             decisions: list[Decision] = []
-            reserve: list[tuple[str, str, str]] = []
+            reserve: list[tuple[str, str, Any]] = []
             release: list[str] = []
             gone = 0
             for job_id, account_id in requests:

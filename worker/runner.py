@@ -205,12 +205,14 @@ class Worker:
         decisions = self.pacer.acquire_many(
             [(str(c.job_id), c.account_id) for c in candidates], now, go_limit=free
         )
-        chosen = [c for c, d in zip(candidates, decisions, strict=False) if d.go]
-        paced = [
-            (c, d)
-            for c, d in zip(candidates, decisions, strict=False)
-            if not d.go and c.state == JobState.SCHEDULED
-        ]
+        chosen: list[Candidate] = []
+        paced: list[tuple[Candidate, Decision]] = []
+        # (the decisions stop short of the candidates once `free` jobs may go)
+        for candidate, decision in zip(candidates, decisions, strict=False):
+            if decision.go:
+                chosen.append(candidate)
+            elif candidate.state == JobState.SCHEDULED:
+                paced.append((candidate, decision))
         return chosen, paced
 
     def _hold_back(self, paced: list[tuple[Candidate, Decision]], now: datetime) -> None:
