@@ -29,13 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def store(service):
-    s = SqlStore(service.database)
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def runner(ledger, store) -> ProjectionRunner:
     r = ProjectionRunner(ledger, store, JobStatusProjection(ledger), batch_size=7)
     r.setup()

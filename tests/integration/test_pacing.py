@@ -27,13 +27,6 @@ REQUESTS = [
 ]
 
 
-@pytest.fixture
-def store(service):
-    s = SqlStore(service.database)
-    yield s
-    s.close()
-
-
 def _fresh(store: SqlStore, now) -> None:
     held = [
         ("j1", "account:a", now + timedelta(seconds=5)),

@@ -8,8 +8,6 @@ from __future__ import annotations
 import gc
 import random
 
-import pytest
-
 from ledger.application import JobLedger
 from ledger.clock import ManualClock
 from projections.job_status import JobStatusProjection
@@ -18,13 +16,6 @@ from storage.sql import BULK_ROWS, SqlStore, Tx
 from tests.conftest import make_new_job
 
 COLUMNS = ("k", "first_seen", "v", "note", "pos")
-
-
-@pytest.fixture
-def store(service):
-    s = SqlStore(service.database)
-    yield s
-    s.close()
 
 
 def rows(store: SqlStore, table: str) -> list[tuple]:

@@ -28,13 +28,6 @@ SLOW = 60.0  # a wait no test here may rely on
 
 
 @pytest.fixture
-def store(service) -> Iterator[SqlStore]:
-    s = SqlStore(service.database)
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def runner(ledger, store) -> ProjectionRunner:
     r = ProjectionRunner(ledger, store, JobStatusProjection(ledger), poll_seconds=SLOW)
     r.setup()

@@ -11,19 +11,11 @@ from ledger.retry import RetryPolicy
 from projections.job_status import JobStatusProjection
 from projections.runner import ProjectionRunner
 from projections.stuck import StuckThresholds, stuck_report
-from storage.sql import SqlStore
 from tests.conftest import make_new_job
 
 THRESHOLDS = StuckThresholds(
     queued_seconds=600, overdue_seconds=120, lease_grace_seconds=0, max_retrying_attempts=2
 )
-
-
-@pytest.fixture
-def store(service):
-    s = SqlStore(service.database)
-    yield s
-    s.close()
 
 
 def test_each_threshold_names_its_job(ledger, store, clock) -> None:

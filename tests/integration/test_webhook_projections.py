@@ -21,15 +21,7 @@ from projections.delivery_fanout import DeliveryFanout
 from projections.delivery_queue import DeliveryQueueProjection, list_deliveries
 from projections.endpoint_health import EndpointHealthProjection, health_report, health_row
 from projections.runner import ProjectionRunner, rebuild
-from storage.sql import SqlStore
 from tests.integration.test_job_status_projection import random_workload, rows
-
-
-@pytest.fixture
-def store(service):
-    s = SqlStore(service.database)
-    yield s
-    s.close()
 
 
 def make_runners(ledger, store, *, fanout: int, queue: int, health: int):

@@ -11,17 +11,9 @@ import pytest
 from ledger.errors import InvalidTransition, StoreUnavailable
 from ledger.job import Job
 from ledger.retry import RetryPolicy
-from storage.sql import SqlStore
 from tests.integration.worker_harness import LEASE, Harness
 from worker.pacing import BucketSpec, Pacer
 from worker.publishers import Outcome, Published
-
-
-@pytest.fixture
-def store(service):
-    s = SqlStore(service.database)
-    yield s
-    s.close()
 
 
 @pytest.fixture
