@@ -104,7 +104,7 @@ class DeliveryFanout:
 
     def prepare(self, store: SqlStore, events: Sequence[tuple[int, Any]]) -> None:
         self.forget()
-        with store.transaction() as tx:
+        with store.reading() as tx:  # its own tables, which only its owner writes
             self._load(tx, events)
         wanted: list[NewDelivery] = []
         for position, event in events:

@@ -10,7 +10,7 @@ On PostgreSQL the runners of one projection also elect a single owner with an ad
 a standby simply waits. Events a projection does not care about still advance its position.
 
 A batch is read with the projection's topics as a filter in the store (`topic IN (...)`) up to
-the log's head as it was just before: a view of jobs never fetches or decodes the webhook
+the log's head, read by the same statement: a view of jobs never fetches or decodes the webhook
 deliveries' events (most of the log: each job's change makes one delivery and one attempt per
 subscribed endpoint). Reading up to a head is safe because the recorders commit notification
 ids in order (PostgreSQL inserts take an EXCLUSIVE table lock; SQLite has one writer): no id at
@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ledger.application import JobLedger
 from ledger.errors import StoreUnavailable
@@ -66,6 +66,14 @@ class Projection(Protocol):
         """Drop in-memory caches (after a rolled-back batch)."""
 
 
+class LogReader(Protocol):
+    """`storage.recorder`'s recorders: the head and what follows `start`, in one read."""
+
+    def select_after(
+        self, start: int, limit: int, topics: Sequence[str] = ()
+    ) -> tuple[int, Sequence[Any]]: ...
+
+
 def create_tracking_table(tx: Tx) -> None:
     tx.execute(
         f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} ("
@@ -74,7 +82,7 @@ def create_tracking_table(tx: Tx) -> None:
 
 
 def tracked_position(store: SqlStore, name: str) -> tuple[int, str | None]:
-    with store.transaction() as tx:
+    with store.reading() as tx:
         row = tx.execute(
             f"SELECT position, updated_at FROM {TRACKING_TABLE} WHERE name = ?", (name,)
         ).fetchone()
@@ -166,26 +174,7 @@ class ProjectionRunner:
     def _apply(self, batch: _Batch) -> None:
         """Apply `batch` and move the position from where it was read to its end, in one
         transaction."""
-        prepare = getattr(self.projection, "prepare", None)
-        try:
-            if prepare is not None:  # work outside the view's transaction (see DeliveryFanout)
-                prepare(self.store, batch.events)
-            with self.store.transaction() as tx:
-                moved = tx.execute(
-                    f"UPDATE {TRACKING_TABLE} SET position = ?, updated_at = ? "
-                    "WHERE name = ? AND position = ?",
-                    (batch.end, utc_text(datetime.now(UTC)), self.projection.name, batch.start),
-                )
-                if moved.rowcount != 1:
-                    raise LostOwnership(self.projection.name)
-                self.projection.apply(tx, batch.events)
-        except BaseException:
-            self._position = None
-            self.projection.forget()
-            raise
-        self._position = batch.end
-        for callback in self.position_changed:
-            callback(batch.end)
+        _apply_together([(self, batch)])
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Apply batches until the log's end as it was when called; returns entries applied.
@@ -319,6 +308,9 @@ class RunnerGroup:
                 left = {}
                 gave_way = yielded
                 yielded = set()
+                # batches read, applied together when the next runner must run alone (it
+                # makes events, or gives way to one) or at the round's end
+                ready: list[tuple[ProjectionRunner, _Batch]] = []
                 for index, runner in enumerate(due):
                     if (
                         index
@@ -338,26 +330,15 @@ class RunnerGroup:
                         read.update(self._read_together(unread, retry_at))
                     if retry_at.get(id(runner), 0.0) > polled:
                         continue  # the read for it failed
-                    try:
-                        if id(runner) in read:
-                            batch = read[id(runner)]
-                            if batch is None:
-                                continue
-                            runner._apply(batch)
-                            applied = batch.entries
-                        else:
-                            applied = runner.run_once(self._decoded)
-                        if applied >= runner.batch_size or id(runner) in carried:
-                            more.add(id(runner))
-                    except LostOwnership:
-                        log.warning("projection %s: another runner moved first", runner.name)
-                        more.add(id(runner))
-                    except StoreUnavailable:
-                        log.warning("projection %s: store unavailable; retrying", runner.name)
-                        retry_at[id(runner)] = time.monotonic() + runner.poll_seconds
-                    except Exception:
-                        log.exception("projection %s: batch failed; retrying", runner.name)
-                        retry_at[id(runner)] = time.monotonic() + runner.poll_seconds
+                    if id(runner) in read:
+                        batch = read[id(runner)]
+                        if batch is not None:
+                            ready.append((runner, batch))
+                        continue
+                    self._apply_ready(ready, carried, more, retry_at)
+                    ready = []
+                    self._attempt(runner, None, carried, more, retry_at)
+                self._apply_ready(ready, carried, more, retry_at)
                 if more and not stop.is_set():
                     continue
                 self._signal.wait(self._wait_seconds(owned, retry_at))
@@ -366,6 +347,55 @@ class RunnerGroup:
                 ownership.release()
             if listener is not None:
                 listener.join(timeout=5)
+
+    def _apply_ready(
+        self,
+        ready: Sequence[tuple[ProjectionRunner, _Batch]],
+        carried: set[int],
+        more: set[int],
+        retry_at: dict[int, float],
+    ) -> None:
+        """Apply the batches read for these runners in one transaction (`_apply_together`);
+        when that fails, each on its own, so only a failing one waits to retry."""
+        if len(ready) > 1 and len({id(runner.store) for runner, _ in ready}) == 1:
+            try:
+                _apply_together(ready)
+            except Exception:
+                log.debug("projections: the batches applied together failed; each alone")
+            else:
+                for runner, batch in ready:
+                    if batch.entries >= runner.batch_size or id(runner) in carried:
+                        more.add(id(runner))
+                return
+        for runner, batch in ready:
+            self._attempt(runner, batch, carried, more, retry_at)
+
+    def _attempt(
+        self,
+        runner: ProjectionRunner,
+        batch: _Batch | None,
+        carried: set[int],
+        more: set[int],
+        retry_at: dict[int, float],
+    ) -> None:
+        """Apply `batch` (None: read one and apply it) and note what comes of it."""
+        try:
+            if batch is not None:
+                runner._apply(batch)
+                applied = batch.entries
+            else:
+                applied = runner.run_once(self._decoded)
+            if applied >= runner.batch_size or id(runner) in carried:
+                more.add(id(runner))
+        except LostOwnership:
+            log.warning("projection %s: another runner moved first", runner.name)
+            more.add(id(runner))
+        except StoreUnavailable:
+            log.warning("projection %s: store unavailable; retrying", runner.name)
+            retry_at[id(runner)] = time.monotonic() + runner.poll_seconds
+        except Exception:
+            log.exception("projection %s: batch failed; retrying", runner.name)
+            retry_at[id(runner)] = time.monotonic() + runner.poll_seconds
 
     def _read_together(
         self, due: list[ProjectionRunner], retry_at: dict[int, float]
@@ -439,6 +469,58 @@ def _woken_before(
     return False
 
 
+def _apply_together(ready: Sequence[tuple[ProjectionRunner, _Batch]]) -> None:
+    """Apply each runner's batch and move each one's position from where its batch was read to
+    its end, all in ONE transaction of their (shared) store: a round of a lone API process's
+    views took a transaction each, and their statements were most of its views' CPU."""
+    store = ready[0][0].store
+    try:
+        for runner, batch in ready:
+            prepare = getattr(runner.projection, "prepare", None)
+            if prepare is not None:  # work outside the views' transaction (see DeliveryFanout)
+                prepare(store, batch.events)
+        with store.transaction() as tx:
+            _move_positions(tx, [(r.projection.name, b.start, b.end) for r, b in ready])
+            for runner, batch in ready:
+                runner.projection.apply(tx, batch.events)
+    except BaseException:
+        for runner, _ in ready:
+            runner._position = None
+            runner.projection.forget()
+        raise
+    for runner, batch in ready:
+        runner._position = batch.end
+        for callback in runner.position_changed:
+            callback(batch.end)
+
+
+def _move_positions(tx: Tx, moves: Sequence[tuple[str, int, int]]) -> None:
+    """Compare-and-set each projection's position (name, from, to); LostOwnership names the
+    ones that stood elsewhere. On PostgreSQL one statement for them all."""
+    now = utc_text(datetime.now(UTC))
+    if len(moves) == 1 or not tx.is_postgres:
+        for name, start, end in moves:
+            moved = tx.execute(
+                f"UPDATE {TRACKING_TABLE} SET position = ?, updated_at = ? "
+                "WHERE name = ? AND position = ?",
+                (end, now, name, start),
+            )
+            if moved.rowcount != 1:
+                raise LostOwnership(name)
+        return
+    values = ", ".join("(?, ?::bigint, ?::bigint)" for _ in moves)
+    moved = tx.execute(
+        f"UPDATE {TRACKING_TABLE} AS t SET position = v.end_position, updated_at = ? "
+        f"FROM (VALUES {values}) AS v(name, start_position, end_position) "
+        "WHERE t.name = v.name AND t.position = v.start_position RETURNING t.name",
+        [now, *(value for move in moves for value in move)],
+    )
+    names = {row[0] for row in moved.fetchall()}
+    lost = [name for name, _, _ in moves if name not in names]
+    if lost:
+        raise LostOwnership(", ".join(lost))
+
+
 def _makes_events(runner: ProjectionRunner) -> bool:
     """A follower that writes to the ledger (the webhook fan-out) reads alone and first."""
     return bool(getattr(runner.projection, "makes_events", False))
@@ -461,21 +543,19 @@ def _read_log(
     """One read of the log after `start` for `runners` (by `id`; none when nothing is new):
     the events of any of their topics, decoded once, up to the smallest batch size; each
     runner gets those of its own topics. All batches end at the same place: the last event
-    read when the read was full (the next read goes on from there), else the head read just
-    before, so a batch covers every event of its runner's topics in (start, end].
+    read when the read was full (the next read goes on from there), else the head as that read
+    saw it (`select_after`: one statement), so a batch covers every event of its runner's
+    topics in (start, end].
 
     `decoded`: events already decoded, by log position, taken from there instead of decoded
     again, and the ones decoded here added (a group's round: the fan-out reads alone, then the
     views read the same job events; domain events are immutable, so they can be shared)."""
-    recorder = ledger.recorder
-    head = recorder.max_notification_id() or 0
-    if head <= start:
-        return {}
     limit = min(r.batch_size for r in runners)
     topics = sorted(set().union(*(r._topic_set for r in runners)))
-    notes = recorder.select_notifications(
-        start, limit, stop=head, topics=topics, inclusive_of_start=False
-    )
+    reader = cast(LogReader, ledger.recorder)  # (both of the stores' recorders are)
+    head, notes = reader.select_after(start, limit, topics)
+    if head <= start:
+        return {}
     end = notes[-1].id if len(notes) >= limit else head
     decode = ledger.mapper.to_domain_event
     if decoded is None:

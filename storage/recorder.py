@@ -20,6 +20,10 @@ read their own log for nothing.
 `select_events_of(ids)` reads the events of many aggregates in one statement, where the
 library reads one aggregate per call: the sender loads every delivery of a claim pass with it
 (one round trip and one thread hop per pass instead of one per delivery).
+
+`select_after(start, limit, topics)` reads the log's head and the next notifications up to it
+in one statement, where the library's `max_notification_id` and `select_notifications` take
+two: every read of every projection runner makes it.
 """
 
 from __future__ import annotations
@@ -29,9 +33,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import ProgrammingError, StoredEvent
+from eventsourcing.persistence import (
+    InterfaceError,
+    Notification,
+    OperationalError,
+    ProgrammingError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import retry
 from psycopg.errors import UndefinedFunction
 from psycopg.sql import SQL, Identifier
 
@@ -111,6 +122,23 @@ class TopicNotifyingRecorder(PostgresApplicationRecorder):
             " AS inserted(notification_id)"
         ).format(function=self.insert_function)
         self._has_insert_function: bool | None = None  # looked up at the first write
+        # The head and the rows after `start` up to it, in one snapshot: the outer row is there
+        # even when no notification is (the head alone, or NULL in an empty log).
+        after = (
+            "SELECT h.head, e.notification_id, e.originator_id, e.originator_version, e.topic, "
+            "e.state FROM (SELECT max(notification_id) AS head FROM {schema}.{table}) AS h "
+            "LEFT JOIN LATERAL (SELECT notification_id, originator_id, originator_version, topic, "
+            "state FROM {schema}.{table} WHERE notification_id > %s AND notification_id <= h.head"
+            "{topics} ORDER BY notification_id LIMIT %s) AS e ON true"
+        )
+        self.select_after_statements = {
+            filtered: SQL(
+                after.replace("{topics}", " AND topic = ANY(%s)" if filtered else "")
+            ).format(
+                schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name)
+            )
+            for filtered in (True, False)
+        }
 
     def create_table(self) -> None:
         super().create_table()
@@ -201,6 +229,29 @@ class TopicNotifyingRecorder(PostgresApplicationRecorder):
             prepare=True,
         )
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_after(
+        self, start: int, limit: int, topics: Sequence[str] = ()
+    ) -> tuple[int, list[Notification]]:
+        """(the log's head, up to `limit` notifications after `start` up to that head, of
+        `topics` when any are given) from one statement, so one snapshot too."""
+        params = (start, list(topics), limit) if topics else (start, limit)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_after_statements[bool(topics)], params, prepare=True)
+            rows = curs.fetchall()
+        head = rows[0]["head"] if rows else None
+        return int(head or 0), [
+            Notification(
+                id=row["notification_id"],
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+            for row in rows
+            if row["notification_id"] is not None
+        ]
+
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of these aggregates, by aggregate then version."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -217,6 +268,20 @@ class TopicNotifyingRecorder(PostgresApplicationRecorder):
 
 
 class SQLiteRecorder(SQLiteApplicationRecorder):
+    def select_after(
+        self, start: int, limit: int, topics: Sequence[str] = ()
+    ) -> tuple[int, list[Notification]]:
+        """`TopicNotifyingRecorder.select_after`, from two statements (SQLite's are calls
+        into the process, not round trips; one writer, so no id at or below the head can
+        still appear)."""
+        head = self.max_notification_id() or 0
+        if head <= start:
+            return head, []
+        notes = self.select_notifications(
+            start, limit, stop=head, topics=list(topics), inclusive_of_start=False
+        )
+        return head, list(notes)
+
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of these aggregates, by aggregate then version."""
         found: list[StoredEvent] = []

@@ -9,6 +9,7 @@ and rolls back on any error, so rows and tracking positions are written together
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import re
 import sqlite3
@@ -72,14 +73,25 @@ def _created_relation(sql: str) -> str | None:
     return match.group(1) if match else None
 
 
+log = logging.getLogger("jobledger.storage")
+
+
 class Tx:
     """One open transaction; `execute` takes `?` placeholders on both stores."""
 
-    def __init__(self, raw: Any, is_postgres: bool, column_types: ColumnTypes) -> None:
+    def __init__(
+        self,
+        raw: Any,
+        is_postgres: bool,
+        column_types: ColumnTypes,
+        copy_refused: set[str] | None = None,
+    ) -> None:
         self.raw = raw
         self.is_postgres = is_postgres
         # PostgreSQL: table -> column -> SQL type, shared by the store's transactions
         self._column_types = column_types
+        # PostgreSQL: tables whose COPY met a key already there (`insert_many`), likewise
+        self._copy_refused = copy_refused if copy_refused is not None else set()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         if self.is_postgres:
@@ -217,24 +229,26 @@ class Tx:
     ) -> None:
         """`upsert_many` for rows whose keys the caller knows are not in `table` yet: on
         PostgreSQL, from `BULK_ROWS` rows on, one COPY straight into the table (half the
-        server's work of an upsert). Should a key be there after all, the COPY is rolled back
-        to a savepoint and the rows are upserted instead."""
-        if not self.is_postgres or len(rows) < BULK_ROWS:
-            self.upsert(table, columns, rows, key=key, keep=keep)
+        server's work of an upsert).
+
+        Should a key be there after all, the COPY fails and with it the caller's transaction
+        (psycopg's UniqueViolation), and from then on this store upserts into `table`: the
+        caller's next try succeeds. That takes no savepoint around every COPY: its SAVEPOINT
+        and RELEASE were two of the thirty round trips of a lone API process's views' round."""
+        if not self.is_postgres or len(rows) < BULK_ROWS or table in self._copy_refused:
+            self.upsert_many(table, columns, rows, key=key, keep=keep)
             return
         import psycopg
 
         names = ", ".join(columns)
         try:
-            with (
-                self.raw.transaction(),  # a savepoint
-                self.raw.cursor() as cur,
-                cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
-            ):
+            with self.raw.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
         except psycopg.errors.UniqueViolation:
-            self.upsert_many(table, columns, rows, key=key, keep=keep)
+            log.warning("COPY into %s met a key already there: upserting into it from now", table)
+            self._copy_refused.add(table)
+            raise
 
 
 SQLITE_IN_CHUNK = 500  # values per IN (...) (SQLite allows 32,766 parameters a statement)
@@ -284,6 +298,7 @@ class SqlStore:
         self._closed = False
         self._breaker: Any = None
         self._column_types: ColumnTypes = {}
+        self._copy_refused: set[str] = set()
         if self.is_postgres:  # fail fast while the store is down (see storage/breaker.py)
             from storage.breaker import breaker_for
 
@@ -386,15 +401,23 @@ class SqlStore:
         with self.connection() as raw:
             if self.is_postgres:
                 with raw.transaction():
-                    yield Tx(raw, True, self._column_types)
+                    yield Tx(raw, True, self._column_types, self._copy_refused)
             else:
                 raw.execute("BEGIN IMMEDIATE")
                 try:
-                    yield Tx(raw, False, self._column_types)
+                    yield Tx(raw, False, self._column_types, self._copy_refused)
                 except BaseException:
                     raw.execute("ROLLBACK")
                     raise
                 raw.execute("COMMIT")
+
+    @contextmanager
+    def reading(self) -> Iterator[Tx]:
+        """Reads without a transaction around them (PostgreSQL: no BEGIN and COMMIT round
+        trips; each statement sees the data committed when it starts). For readers of rows
+        nobody else writes meanwhile, or of one statement."""
+        with self.connection() as raw:
+            yield Tx(raw, self.is_postgres, self._column_types, self._copy_refused)
 
     def close(self) -> None:
         self._closed = True

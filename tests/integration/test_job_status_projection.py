@@ -312,14 +312,14 @@ def test_a_runner_reads_only_its_topics_and_still_moves_to_the_head(ledger, stor
 
     runner.projection.apply = spy
     fetched: list[str] = []
-    select = ledger.recorder.select_notifications
+    select = ledger.recorder.select_after
 
     def counting_select(*args, **kwargs):
-        notes = select(*args, **kwargs)
+        head, notes = select(*args, **kwargs)
         fetched.extend(note.topic for note in notes)
-        return notes
+        return head, notes
 
-    ledger.recorder.select_notifications = counting_select
+    ledger.recorder.select_after = counting_select
     for i in range(3):
         ledger.create_job(make_new_job(), tenant_id="t1", idempotency_key=f"k{i}", actor="k")
         for _ in range(4):  # 4 events no job view wants between every two job events

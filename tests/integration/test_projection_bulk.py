@@ -8,6 +8,9 @@ from __future__ import annotations
 import gc
 import random
 
+import psycopg
+import pytest
+
 from ledger.application import JobLedger
 from ledger.clock import ManualClock
 from projections.job_status import JobStatusProjection
@@ -55,7 +58,7 @@ def test_upsert_many_equals_upserting_one_by_one(store) -> None:
     assert rows(store, "bulk_many") == expected
 
 
-def test_insert_many_of_new_keys_and_its_fallback_when_one_exists(store) -> None:
+def test_insert_many_of_new_keys_and_what_follows_when_one_exists(store) -> None:
     batch = [(f"k{i}", f"first-{i}", i, "tab\there", i) for i in range(BULK_ROWS * 2)]
     with store.transaction() as tx:
         make_table(tx, "insert_seq")
@@ -64,11 +67,27 @@ def test_insert_many_of_new_keys_and_its_fallback_when_one_exists(store) -> None
         tx.insert_many("insert_many", COLUMNS, batch[:BULK_ROWS], key=("k",), keep=("first_seen",))
     assert rows(store, "insert_many") == rows(store, "insert_seq")
     again = [(k, "later", v + 1, None, p + 1000) for k, _, v, _, p in batch[BULK_ROWS - 1 :]]
-    with store.transaction() as tx:  # k63 is there already: the COPY fails, the upsert runs
+    before = rows(store, "insert_many")
+    if store.is_postgres:  # a key there already: the COPY fails, and its transaction with it
+
+        def copy_after_an_update() -> None:
+            with store.transaction() as tx:
+                tx.execute("UPDATE insert_many SET note = 'lost with the COPY'")
+                tx.insert_many("insert_many", COLUMNS, again, key=("k",), keep=("first_seen",))
+
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            copy_after_an_update()
+        assert rows(store, "insert_many") == before
+    with store.transaction() as tx:  # the next try upserts (SQLite: always)
         tx.upsert("insert_seq", COLUMNS, again, key=("k",), keep=("first_seen",))
         tx.insert_many("insert_many", COLUMNS, again, key=("k",), keep=("first_seen",))
     assert rows(store, "insert_many") == rows(store, "insert_seq")
     assert len(rows(store, "insert_many")) == BULK_ROWS * 2
+    fresh = [(f"n{i}", "new", i, None, i) for i in range(BULK_ROWS)]
+    with store.transaction() as tx:  # and so do later batches of that table, new keys too
+        tx.upsert("insert_seq", COLUMNS, fresh, key=("k",), keep=("first_seen",))
+        tx.insert_many("insert_many", COLUMNS, fresh, key=("k",), keep=("first_seen",))
+    assert rows(store, "insert_many") == rows(store, "insert_seq")
 
 
 def test_rebuild_in_bulk_batches_equals_the_live_rows_twice(

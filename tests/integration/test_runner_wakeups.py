@@ -18,7 +18,13 @@ from ledger.job import Job
 from ledger.tenancy import ApiKey, Tenant
 from projections.attempt_outcomes import AttemptOutcomesProjection
 from projections.job_status import JobStatusProjection, get_doc
-from projections.runner import LogListener, ProjectionRunner, RunnerGroup, _read_log
+from projections.runner import (
+    TRACKING_TABLE,
+    LogListener,
+    ProjectionRunner,
+    RunnerGroup,
+    _read_log,
+)
 from projections.state_history import JobStateHistoryProjection
 from storage.recorder import MAX_PAYLOAD, notify_channel, topics_payload, written_topics
 from storage.sql import SqlStore
@@ -430,13 +436,13 @@ def test_runners_at_the_same_position_share_one_read(ledger: JobLedger, store) -
         ledger, store, [JobStatusProjection(ledger), JobStateHistoryProjection()]
     )
     reads = []
-    select = ledger.recorder.select_notifications
+    select = ledger.recorder.select_after
 
-    def counted(*args, **kwargs):
-        reads.append(kwargs.get("topics"))
-        return select(*args, **kwargs)
+    def counted(start, limit, topics=()):
+        reads.append(topics)
+        return select(start, limit, topics)
 
-    ledger.recorder.select_notifications = counted  # type: ignore[method-assign]
+    ledger.recorder.select_after = counted  # type: ignore[method-assign]
     with group_thread(group) as thread:
         thread.start()
         first = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="1", actor="a")
@@ -514,73 +520,150 @@ class Ordered(Recording):
         super().apply(tx, events)
 
 
-def test_a_runner_ahead_woken_mid_round_goes_next_and_the_rest_give_way_once(
-    ledger: JobLedger, store
-) -> None:
-    """Group order [front, gated, last]. While the group is inside `gated`'s batch a job is
-    created: `front` runs before `last`'s batch of that round. It happens again in the next
-    round, but `last` gave way once already, so it runs before `front` this time."""
+class GatedMakesEvents(Gated):
+    makes_events = True  # runs alone and ahead of the views, as the webhook fan-out does
+
+
+def test_views_read_together_are_applied_in_one_transaction(ledger: JobLedger, store) -> None:
+    """The views of a round share one read and one transaction: their tracking rows are moved
+    by one transaction (PostgreSQL: one `xmin`), and they apply in their group's order."""
     topics = frozenset({Job.JobCreated.TOPIC})
     order: list[str] = []
-    front, last = Ordered("front", topics, order), Ordered("last", topics, order)
-    gated = Gated("gated", topics, order)
-    runners, group = listening_group(ledger, store, [front, gated, last])
-    with group_thread(group, release=lambda: gated.proceed.put(None)) as thread:
+    views, group = listening_group(
+        ledger, store, [Ordered(name, topics, order) for name in ("one", "two", "three")]
+    )
+    transactions = []
+    begin = store.transaction
+
+    @contextmanager
+    def counted():
+        transactions.append(threading.current_thread().name)
+        with begin() as tx:
+            yield tx
+
+    with group_thread(group) as thread:
+        thread.start()
+        first = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="1", actor="a")
+        wait_for(lambda: all(r.position() >= first.position for r in views), "no catch-up")
+        order.clear()  # (each read its first batch alone: it did not know its position yet)
+        store.transaction = counted  # type: ignore[method-assign]
+        created = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="2", actor="a")
+        wait_for(lambda: all(r.position() >= created.position for r in views), "not followed")
+    assert order == ["one", "two", "three"]
+    assert transactions.count(thread.name) == 1, transactions
+    if store.is_postgres:
+        with begin() as tx:
+            moved = tx.execute(
+                f"SELECT count(DISTINCT xmin::text) FROM {TRACKING_TABLE} WHERE name = ANY(?)",
+                ([v.name for v in views],),
+            ).fetchone()
+        assert moved[0] == 1
+
+
+def test_a_view_that_fails_in_the_shared_transaction_holds_back_only_itself(
+    ledger: JobLedger, store
+) -> None:
+    """When the shared transaction fails, each view of it is applied on its own: the others
+    move on, and only the failing one waits to retry."""
+    topics = frozenset({Job.JobCreated.TOPIC})
+    order: list[str] = []
+
+    class Failing(Ordered):
+        def apply(self, tx, events) -> None:
+            raise RuntimeError("this view is broken")
+
+    first, broken, last = (
+        Ordered("first", topics, order),
+        Failing("broken", topics, order),
+        Ordered("last", topics, order),
+    )
+    runners, group = listening_group(ledger, store, [first, broken, last])
+    for runner in runners:  # (a runner that knows its position reads with the others)
+        runner.catch_up()
+    with group_thread(group) as thread:
+        thread.start()
+        created = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="1", actor="a")
+        wait_for(
+            lambda: (
+                runners[0].position() >= created.position
+                and runners[2].position() >= created.position
+            ),
+            "the views beside the broken one stopped",
+        )
+    assert runners[1].position() < created.position
+    # the shared attempt (rolled back when `broken` raised), then each view alone
+    assert order[:3] == ["first", "first", "last"], order
+
+
+def test_a_runner_ahead_woken_during_its_batch_goes_again_and_the_rest_give_way_once(
+    ledger: JobLedger, store
+) -> None:
+    """Group order [front, middle, last]: `front` runs alone (it makes events, as the fan-out
+    does); the views behind it are read and applied together. A job written while the group
+    is inside `front`'s batch wakes `front` again: it goes again before the views, which give
+    way once; written again inside its next batch, it does not make them give way twice."""
+    topics = frozenset({Job.JobCreated.TOPIC})
+    order: list[str] = []
+    front = GatedMakesEvents("front", topics, order)
+    middle, last = Ordered("middle", topics, order), Ordered("last", topics, order)
+    runners, group = listening_group(ledger, store, [front, middle, last])
+    with group_thread(group, release=lambda: front.proceed.put(None)) as thread:
         ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="a", actor="a")
         thread.start()
         for key in ("b", "c"):
-            gated.entered.get(timeout=SLOW)  # the group is inside gated's batch
+            front.entered.get(timeout=SLOW)  # the group is inside front's batch
             ledger.create_job(make_new_job(), tenant_id="t", idempotency_key=key, actor="a")
-            gated.proceed.put(None)
-        gated.entered.get(timeout=SLOW)
-        gated.proceed.put(None)
+            front.proceed.put(None)
+        front.entered.get(timeout=SLOW)
+        front.holding = False
+        front.proceed.put(None)
         head = ledger.recorder.max_notification_id()
         wait_for(lambda: all(r.position() >= head for r in runners), "the group did not finish")
-    # round 1: front, gated (b is written) | front goes first; then gated (c is written),
-    # then last, which gave way once already; then front, gated
-    assert order[:6] == ["front", "gated", "front", "gated", "last", "front"], order
-    assert len(last.seen) == len(front.seen) == 3  # each saw every job once
+    # round 1: front (b is written) | front again, the views gave way (c is written) | the
+    # views, which gave way once already | front for c
+    assert order[:5] == ["front", "front", "middle", "last", "front"], order
+    assert len(last.seen) == len(middle.seen) == len(front.seen) == 3  # each job once
 
 
 def test_a_batch_read_before_giving_way_is_not_read_again_and_the_runner_reads_on(
     ledger: JobLedger, store
 ) -> None:
-    """[front, gated, last] stand at the same position, so one read serves all three. A job
-    written inside `gated`'s batch makes `last` give way: it applies the batch read for it
-    (the log is not read from there again), then reads on to the job written meanwhile, with
-    no further write or poll to wake it."""
+    """[front, middle, last] stand at the same position; `front` makes events and reads
+    alone, `middle` and `last` share a read. A job written right after that read wakes
+    `front`, so `last` gives way: `middle` applies its batch, and `last` applies the one read
+    for it in the next round (the log is not read from there again), then reads on to the
+    job written meanwhile, with no further write or poll to wake it."""
     topics = frozenset({Job.JobCreated.TOPIC})
     order: list[str] = []
-    front, last = Ordered("front", topics, order), Ordered("last", topics, order)
-    gated = Gated("gated", topics, order)
-    runners = [ProjectionRunner(ledger, store, p, poll_seconds=SLOW) for p in (front, gated, last)]
+    front = MakesEvents("front", topics | {"front-only"})
+    middle, last = Ordered("middle", topics, order), Ordered("last", topics, order)
+    runners = [ProjectionRunner(ledger, store, p, poll_seconds=SLOW) for p in (front, middle, last)]
     ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="0", actor="a")
-    gated.holding = False
     for runner in runners:
         runner.setup()
         runner.catch_up()
     start = ledger.recorder.max_notification_id()
     order.clear()
-    reads: list[int] = []
-    select = ledger.recorder.select_notifications
+    views_read_from: list[int] = []
+    select = ledger.recorder.select_after
 
-    def counted(after, *args, **kwargs):
-        reads.append(after)
-        return select(after, *args, **kwargs)
+    def counted(after, limit, topics=()):
+        found = select(after, limit, topics)
+        if "front-only" not in topics:
+            views_read_from.append(after)
+            if len(views_read_from) == 1:  # right after the views' first read
+                ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="b", actor="a")
+        return found
 
-    ledger.recorder.select_notifications = counted  # type: ignore[method-assign]
+    ledger.recorder.select_after = counted  # type: ignore[method-assign]
     group = RunnerGroup(runners)
     ledger.saved_listeners.append(group.notify)
-    gated.holding = True
-    with group_thread(group, release=lambda: gated.proceed.put(None)) as thread:
+    with group_thread(group) as thread:
         ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="a", actor="a")
         thread.start()
-        gated.entered.get(timeout=SLOW)
-        gated.holding = False
-        ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="b", actor="a")
-        gated.proceed.put(None)
+        wait_for(lambda: len(views_read_from) >= 1, "the views did not read")
         head = ledger.recorder.max_notification_id()
         wait_for(lambda: all(r.position() >= head for r in runners), "a runner stopped short")
-    assert order[:4] == ["front", "gated", "front", "gated"], order
-    assert reads.count(start) == 1, reads  # one read from there, for all three
-    assert len(last.seen) == len(front.seen) == 3
+    assert order[:4] == ["middle", "middle", "last", "last"], order
+    assert views_read_from.count(start) == 1, views_read_from  # one read from there
+    assert len(last.seen) == len(middle.seen) == len(front.seen) == 3
