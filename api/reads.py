@@ -27,7 +27,7 @@ from ledger.job import Job
 from ledger.receipt import build_receipt
 from ledger.timeline import timeline_entry
 from projections.job_status import JobFilters as ViewFilters
-from projections.job_status import doc_query, get_doc, list_docs
+from projections.job_status import doc_query, get_doc, list_docs, list_query, page_of
 from projections.runner import PositionWaiter
 from storage.async_rows import AsyncRows
 from storage.sql import SqlStore
@@ -54,6 +54,16 @@ class JobFilters:
     board_id: str | None = None
     created_after: datetime | None = None  # exclusive
     created_before: datetime | None = None  # exclusive
+
+    def view(self) -> ViewFilters:
+        """The same filters, as `projections.job_status` takes them."""
+        return ViewFilters(
+            state=self.state,
+            account_id=self.account_id,
+            board_id=self.board_id,
+            created_after=self.created_after,
+            created_before=self.created_before,
+        )
 
     def admits_creation(self, event: Any) -> bool:
         """The filters decidable from the job's `JobCreated` event alone."""
@@ -242,15 +252,8 @@ class ProjectionJobReads(AggregateJobReads):
     ) -> Page:
         after = decode_cursor(cursor) if cursor is not None else 0
         self._caught_up(min_position)  # best effort: a list has no fresher source
-        view_filters = ViewFilters(
-            state=filters.state,
-            account_id=filters.account_id,
-            board_id=filters.board_id,
-            created_after=filters.created_after,
-            created_before=filters.created_before,
-        )
         with self.store.transaction() as tx:
-            page = list_docs(tx, tenant_id, view_filters, limit=limit, after_position=after)
+            page = list_docs(tx, tenant_id, filters.view(), limit=limit, after_position=after)
         last = page.last_position
         return Page(
             [orjson.loads(d) for d in page.docs], encode_cursor(last) if last is not None else None
@@ -306,6 +309,40 @@ class StatusDocs:
         sql, params = doc_query(tenant_id, job_id)  # another tenant's job: no row, a 404
         row = await self.rows.fetch_one(sql.replace("?", "%s"), params)
         return None if row is None else str(row[0])
+
+    async def list(
+        self,
+        tenant_id: str | None,
+        filters: JobFilters,
+        limit: int,
+        cursor: str | None,
+        min_position: int | None,
+    ) -> bytes | None:
+        """The body of `GET /v1/jobs` (the page's stored status JSON, spliced in as is: the
+        bytes `json_response` makes of `ProjectionJobReads.list`'s page), or None: answer
+        through that. In a worker thread each, 32 clients' lists took about 1.5 ms of the
+        API's CPU apiece on a slow 2-core machine, three times a status read."""
+        after = decode_cursor(cursor) if cursor is not None else 0  # (a bad one: 400)
+        if not self.reads.fresh(min_position):
+            return None  # read-your-writes: the threaded path waits for the projection
+        sql, params = list_query(tenant_id, filters.view(), limit=limit, after_position=after)
+        rows = await self.rows.fetch_all(
+            sql.replace("{table}", "job_status").replace("?", "%s"), params
+        )
+        if rows is None:
+            return None
+        page = page_of(rows, limit)
+        last = page.last_position
+        next_cursor = encode_cursor(last) if last is not None else None
+        return b"".join(
+            (
+                b'{"jobs":[',
+                ",".join(page.docs).encode(),
+                b'],"next_cursor":',
+                orjson.dumps(next_cursor),
+                b"}",
+            )
+        )
 
 
 def caught_up(

@@ -230,6 +230,15 @@ def list_docs(
 ) -> Page:
     """Oldest first, in the order the jobs were created (their first event's log position);
     `after_position` continues after the previous page's `last_position`."""
+    sql, params = list_query(tenant_id, filters, limit=limit, after_position=after_position)
+    return page_of(tx.execute(sql.replace("{table}", table), params).fetchall(), limit)
+
+
+def list_query(
+    tenant_id: str | None, filters: JobFilters, *, limit: int, after_position: int = 0
+) -> tuple[str, list[Any]]:
+    """The SQL (`?` placeholders, `{table}` for the table) and parameters of `list_docs`'s
+    read, whose rows `page_of` makes a page of."""
     where = ["created_position > ?"]
     params: list[Any] = [after_position]
     if tenant_id is not None:
@@ -247,11 +256,14 @@ def list_docs(
         where.append("created_at < ?")
         params.append(utc_text(filters.created_before))
     sql = (
-        f"SELECT doc, created_position FROM {table} WHERE {' AND '.join(where)} "
+        f"SELECT doc, created_position FROM {{table}} WHERE {' AND '.join(where)} "
         "ORDER BY created_position LIMIT ?"
     )
-    params.append(limit + 1)
-    rows = tx.execute(sql, params).fetchall()
+    params.append(limit + 1)  # one more: whether a next page follows
+    return sql, params
+
+
+def page_of(rows: Sequence[Sequence[Any]], limit: int) -> Page:
     more = len(rows) > limit
     rows = rows[:limit]
     return Page([str(r[0]) for r in rows], int(rows[-1][1]) if more and rows else None)

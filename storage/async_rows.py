@@ -66,6 +66,15 @@ class AsyncRows:
         await self.pool.close()
 
     async def fetch_one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        rows = await self.fetch(sql, params, one=True)
+        return tuple(rows[0]) if rows else None
+
+    async def fetch_all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]] | None:
+        """Every row (None: this path cannot answer)."""
+        rows = await self.fetch(sql, params, one=False)
+        return None if rows is None else [tuple(row) for row in rows]
+
+    async def fetch(self, sql: str, params: Sequence[Any], *, one: bool) -> list[Any] | None:
         if self.breaker.is_open:
             return None
         try:
@@ -81,7 +90,11 @@ class AsyncRows:
                 conn = await self.pool.getconn()
                 try:
                     cursor = await conn.execute(sql, params)
-                    row = await cursor.fetchone()
+                    if one:
+                        row = await cursor.fetchone()
+                        rows = [] if row is None else [row]
+                    else:
+                        rows = await cursor.fetchall()
                 finally:
                     await self.pool.putconn(conn)  # (a broken connection is replaced)
             finally:
@@ -89,4 +102,4 @@ class AsyncRows:
         except (psycopg.Error, PoolTimeout, TimeoutError) as error:
             log.debug("read on the loop failed (%s); the threaded path answers", error)
             return None
-        return None if row is None else tuple(row)
+        return rows

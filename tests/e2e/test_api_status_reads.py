@@ -88,3 +88,80 @@ def test_a_key_revoked_here_is_refused_at_once_though_it_was_cached(
     assert refused.status_code == 401
     assert refused.json()["type"].endswith("/unauthenticated")
     assert tenant.writer.get("/v1/jobs").status_code == 200  # the tenant's other key works
+
+
+def test_lists_on_the_loop_are_the_bytes_the_threaded_path_gives(
+    api_server: Any, frozen: ReadModels, service: Any, database_url: str
+) -> None:
+    reads = ProjectionJobReads(service.ledger, frozen.store, frozen.waiter)
+    api = api_server(reads=reads)
+    admin = api.client(ADMIN_KEY)
+    acme, other = make_tenant(api, admin, "Acme"), make_tenant(api, admin, "Other")
+    for i in range(5):
+        acme.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": f"a{i}"})
+    other.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "o"})
+    first = acme.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "a0"})
+    acme.writer.post(f"/v1/jobs/{first.json()['id']}/cancel", json={})
+    frozen.catch_up()
+    state = api_state(api)
+    on_loop = state.status_docs is not None
+    assert on_loop == database_url.startswith("postgresql")
+    queries: list[tuple[Any, dict[str, Any]]] = [
+        (acme.reader, {}),
+        (acme.reader, {"limit": 2}),
+        (acme.reader, {"state": "canceled"}),
+        (acme.reader, {"state": "queued", "limit": 3}),
+        (other.reader, {}),
+        (admin, {"limit": 4}),
+    ]
+    threaded = reads.list
+    if on_loop:  # the threaded path must not be needed for these
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("answered by the threaded path")
+
+        reads.list = refuse  # type: ignore[method-assign]
+    bodies = []
+    for client, params in queries:
+        pages = []
+        cursor = None
+        while True:
+            page = client.get(
+                "/v1/jobs", params={**params, **({"cursor": cursor} if cursor else {})}
+            )
+            assert page.status_code == 200, page.text
+            assert page.headers["content-type"] == "application/json"
+            pages.append(page.content)
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                break
+        bodies.append(pages)
+    reads.list = threaded  # type: ignore[method-assign]
+    assert [len(orjson.loads(b)["jobs"]) for b in bodies[0]] == [5]
+    assert [len(orjson.loads(b)["jobs"]) for b in bodies[1]] == [2, 2, 1]
+    assert [j["state"] for j in orjson.loads(bodies[2][0])["jobs"]] == ["canceled"]
+    assert [len(orjson.loads(b)["jobs"]) for b in bodies[4]] == [1]  # its own job only
+    bad = acme.reader.get("/v1/jobs", params={"cursor": "not-a-cursor"})
+    assert bad.status_code == 400, bad.text
+    assert bad.headers["content-type"] == "application/problem+json"
+    if not on_loop:
+        return
+    listed = state.status_docs.list
+
+    async def threaded_only(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    state.status_docs.list = threaded_only  # type: ignore[method-assign]
+    try:
+        for (client, params), expected in zip(queries, bodies, strict=True):
+            pages, cursor = [], None
+            while True:
+                query = {**params, **({"cursor": cursor} if cursor else {})}
+                page = client.get("/v1/jobs", params=query)
+                pages.append(page.content)
+                cursor = page.json()["next_cursor"]
+                if cursor is None:
+                    break
+            assert pages == expected, params
+    finally:
+        state.status_docs.list = listed  # type: ignore[method-assign]
