@@ -28,6 +28,7 @@ This module must never import the web layer or the delivery package.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import gc
 import hashlib
@@ -733,16 +734,21 @@ def rebuild(
         tx.execute(f"DELETE FROM {TRACKING_TABLE} WHERE name = ?", (shadow.name,))
     runner = ProjectionRunner(ledger, store, shadow, batch_size=batch_size)
     runner.setup()
+    definitions: list[str] = []  # PostgreSQL: the CREATE INDEX of each one dropped
     with store.transaction() as tx:
         for table in _tables(shadow):
             for index, _ in _indexes(tx, table, unique=False):
+                if tx.is_postgres:
+                    found = tx.execute("SELECT pg_get_indexdef(to_regclass(?))", (index,))
+                    definitions.append(str(found.fetchone()[0]))
                 tx.execute(f"DROP INDEX {index}")
     with _collecting_rarely():
         runner.catch_up(progress)
     position = runner.position()
     if store.is_postgres:  # build the indexes now: readers of the live tables then wait
-        with store.transaction() as tx:  # (DROP TABLE locks them) for renames alone
-            shadow.create_tables(tx)
+        _build_indexes(store, definitions)  # (DROP TABLE locks them) for renames alone
+        with store.transaction() as tx:
+            shadow.create_tables(tx)  # (all there: nothing left to make)
     with store.transaction() as tx:
         for live_table, shadow_table in zip(_tables(live), _tables(shadow), strict=True):
             tx.execute(f"DROP TABLE IF EXISTS {live_table}")
@@ -759,6 +765,29 @@ def rebuild(
         tx.execute(f"DELETE FROM {TRACKING_TABLE} WHERE name = ?", (shadow.name,))
     live.forget()
     return position
+
+
+def _build_indexes(store: SqlStore, definitions: Sequence[str]) -> None:
+    """Run these CREATE INDEX statements, `INDEX_BUILDS` at a time, each on a connection of
+    its own (the server builds them side by side; this process only waits). One after the
+    other in one transaction, `job_status`'s seven took 0.45-0.55 s of a 35,000-event
+    rebuild on a 2-core machine, during which nothing else ran."""
+    if not definitions:
+        return
+
+    def build(definition: str) -> None:
+        with store.connection() as raw:
+            raw.execute(definition)
+
+    with concurrent.futures.ThreadPoolExecutor(
+        min(INDEX_BUILDS, len(definitions)), thread_name_prefix="rebuild-index"
+    ) as pool:
+        for done in [pool.submit(build, d) for d in definitions]:
+            done.result()  # the first failure is raised (the rest were waited for)
+
+
+# Index builds at once in a rebuild: the server's cores, on the 2-core machines measured.
+INDEX_BUILDS = 2
 
 
 # Allocations between young-generation collections while a rebuild catches up: more than a
