@@ -239,7 +239,9 @@ class RunnerGroup:
     `OWNERSHIP_CHECK_SECONDS`), and drops a runner whose lock went with its connection.
     `runners` are run in the order given (a follower that makes events first).
 
-    The events a round decodes are kept until the next round, by log position: the fan-out
+    The runners of a round that stand at the same position share one read of the log and
+    apply their batches in ONE transaction (`_apply_together`; on failure, each alone). The
+    events a round decodes are kept until the next round, by log position: the fan-out
     reads alone, then the views read the same job events, which are not decoded a second
     time. A lone API process under creates used 0.48-0.56 ms of CPU per create with that
     against 0.56-0.61 ms without (3 runs of 10,000 creates each way, in turns)."""
