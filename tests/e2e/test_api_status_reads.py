@@ -28,13 +28,32 @@ def api_state(server: Server) -> ApiState:
     return state
 
 
-def test_status_reads_answer_from_the_stored_row_and_keep_tenants_apart(
-    api_server: Any, frozen: ReadModels, service: Any, database_url: str
-) -> None:
+def two_tenants(api_server: Any, frozen: ReadModels, service: Any) -> tuple[Any, ...]:
+    """(reads, server, admin client, tenant "Acme", tenant "Other") over the frozen views."""
     reads = ProjectionJobReads(service.ledger, frozen.store, frozen.waiter)
     api = api_server(reads=reads)
     admin = api.client(ADMIN_KEY)
-    acme, other = make_tenant(api, admin, "Acme"), make_tenant(api, admin, "Other")
+    return reads, api, admin, make_tenant(api, admin, "Acme"), make_tenant(api, admin, "Other")
+
+
+def all_pages(client: Any, params: dict[str, Any]) -> list[bytes]:
+    """The bodies of every page of `GET /v1/jobs` with `params`, following `next_cursor`."""
+    pages: list[bytes] = []
+    cursor = None
+    while True:
+        page = client.get("/v1/jobs", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"] == "application/json"
+        pages.append(page.content)
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+def test_status_reads_answer_from_the_stored_row_and_keep_tenants_apart(
+    api_server: Any, frozen: ReadModels, service: Any, database_url: str
+) -> None:
+    reads, api, admin, acme, other = two_tenants(api_server, frozen, service)
     created = acme.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "k"})
     job_id = created.json()["id"]
     frozen.catch_up()
@@ -93,10 +112,7 @@ def test_a_key_revoked_here_is_refused_at_once_though_it_was_cached(
 def test_lists_on_the_loop_are_the_bytes_the_threaded_path_gives(
     api_server: Any, frozen: ReadModels, service: Any, database_url: str
 ) -> None:
-    reads = ProjectionJobReads(service.ledger, frozen.store, frozen.waiter)
-    api = api_server(reads=reads)
-    admin = api.client(ADMIN_KEY)
-    acme, other = make_tenant(api, admin, "Acme"), make_tenant(api, admin, "Other")
+    reads, api, admin, acme, other = two_tenants(api_server, frozen, service)
     for i in range(5):
         acme.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": f"a{i}"})
     other.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "o"})
@@ -121,21 +137,7 @@ def test_lists_on_the_loop_are_the_bytes_the_threaded_path_gives(
             raise AssertionError("answered by the threaded path")
 
         reads.list = refuse  # type: ignore[method-assign]
-    bodies = []
-    for client, params in queries:
-        pages = []
-        cursor = None
-        while True:
-            page = client.get(
-                "/v1/jobs", params={**params, **({"cursor": cursor} if cursor else {})}
-            )
-            assert page.status_code == 200, page.text
-            assert page.headers["content-type"] == "application/json"
-            pages.append(page.content)
-            cursor = page.json()["next_cursor"]
-            if cursor is None:
-                break
-        bodies.append(pages)
+    bodies = [all_pages(client, params) for client, params in queries]
     reads.list = threaded  # type: ignore[method-assign]
     assert [len(orjson.loads(b)["jobs"]) for b in bodies[0]] == [5]
     assert [len(orjson.loads(b)["jobs"]) for b in bodies[1]] == [2, 2, 1]
@@ -154,14 +156,6 @@ def test_lists_on_the_loop_are_the_bytes_the_threaded_path_gives(
     state.status_docs.list = threaded_only  # type: ignore[method-assign]
     try:
         for (client, params), expected in zip(queries, bodies, strict=True):
-            pages, cursor = [], None
-            while True:
-                query = {**params, **({"cursor": cursor} if cursor else {})}
-                page = client.get("/v1/jobs", params=query)
-                pages.append(page.content)
-                cursor = page.json()["next_cursor"]
-                if cursor is None:
-                    break
-            assert pages == expected, params
+            assert all_pages(client, params) == expected, params
     finally:
         state.status_docs.list = listed  # type: ignore[method-assign]
