@@ -48,22 +48,9 @@ class InvalidCursor(ValueError):
 
 
 @dataclass(frozen=True)
-class JobFilters:
-    state: str | None = None
-    account_id: str | None = None
-    board_id: str | None = None
-    created_after: datetime | None = None  # exclusive
-    created_before: datetime | None = None  # exclusive
-
-    def view(self) -> ViewFilters:
-        """The same filters, as `projections.job_status` takes them."""
-        return ViewFilters(
-            state=self.state,
-            account_id=self.account_id,
-            board_id=self.board_id,
-            created_after=self.created_after,
-            created_before=self.created_before,
-        )
+class JobFilters(ViewFilters):
+    """The list filters (`projections.job_status` reads them as they are), plus what the
+    aggregate path can decide from a job's creation alone."""
 
     def admits_creation(self, event: Any) -> bool:
         """The filters decidable from the job's `JobCreated` event alone."""
@@ -253,7 +240,7 @@ class ProjectionJobReads(AggregateJobReads):
         after = decode_cursor(cursor) if cursor is not None else 0
         self._caught_up(min_position)  # best effort: a list has no fresher source
         with self.store.transaction() as tx:
-            page = list_docs(tx, tenant_id, filters.view(), limit=limit, after_position=after)
+            page = list_docs(tx, tenant_id, filters, limit=limit, after_position=after)
         last = page.last_position
         return Page(
             [orjson.loads(d) for d in page.docs], encode_cursor(last) if last is not None else None
@@ -325,10 +312,8 @@ class StatusDocs:
         after = decode_cursor(cursor) if cursor is not None else 0  # (a bad one: 400)
         if not self.reads.fresh(min_position):
             return None  # read-your-writes: the threaded path waits for the projection
-        sql, params = list_query(tenant_id, filters.view(), limit=limit, after_position=after)
-        rows = await self.rows.fetch_all(
-            sql.replace("{table}", "job_status").replace("?", "%s"), params
-        )
+        sql, params = list_query(tenant_id, filters, limit=limit, after_position=after)
+        rows = await self.rows.fetch_all(sql.replace("?", "%s"), params)
         if rows is None:
             return None
         page = page_of(rows, limit)

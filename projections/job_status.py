@@ -230,15 +230,22 @@ def list_docs(
 ) -> Page:
     """Oldest first, in the order the jobs were created (their first event's log position);
     `after_position` continues after the previous page's `last_position`."""
-    sql, params = list_query(tenant_id, filters, limit=limit, after_position=after_position)
-    return page_of(tx.execute(sql.replace("{table}", table), params).fetchall(), limit)
+    sql, params = list_query(
+        tenant_id, filters, limit=limit, after_position=after_position, table=table
+    )
+    return page_of(tx.execute(sql, params).fetchall(), limit)
 
 
 def list_query(
-    tenant_id: str | None, filters: JobFilters, *, limit: int, after_position: int = 0
+    tenant_id: str | None,
+    filters: JobFilters,
+    *,
+    limit: int,
+    after_position: int = 0,
+    table: str = "job_status",
 ) -> tuple[str, list[Any]]:
-    """The SQL (`?` placeholders, `{table}` for the table) and parameters of `list_docs`'s
-    read, whose rows `page_of` makes a page of."""
+    """The SQL (`?` placeholders) and parameters of `list_docs`'s read, whose rows `page_of`
+    makes a page of."""
     where = ["created_position > ?"]
     params: list[Any] = [after_position]
     if tenant_id is not None:
@@ -256,7 +263,7 @@ def list_query(
         where.append("created_at < ?")
         params.append(utc_text(filters.created_before))
     sql = (
-        f"SELECT doc, created_position FROM {{table}} WHERE {' AND '.join(where)} "
+        f"SELECT doc, created_position FROM {table} WHERE {' AND '.join(where)} "
         "ORDER BY created_position LIMIT ?"
     )
     params.append(limit + 1)  # one more: whether a next page follows

@@ -66,15 +66,11 @@ class AsyncRows:
         await self.pool.close()
 
     async def fetch_one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-        rows = await self.fetch(sql, params, one=True)
-        return tuple(rows[0]) if rows else None
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
 
     async def fetch_all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]] | None:
         """Every row (None: this path cannot answer)."""
-        rows = await self.fetch(sql, params, one=False)
-        return None if rows is None else [tuple(row) for row in rows]
-
-    async def fetch(self, sql: str, params: Sequence[Any], *, one: bool) -> list[Any] | None:
         if self.breaker.is_open:
             return None
         try:
@@ -90,11 +86,7 @@ class AsyncRows:
                 conn = await self.pool.getconn()
                 try:
                     cursor = await conn.execute(sql, params)
-                    if one:
-                        row = await cursor.fetchone()
-                        rows = [] if row is None else [row]
-                    else:
-                        rows = await cursor.fetchall()
+                    rows: list[tuple[Any, ...]] = await cursor.fetchall()
                 finally:
                     await self.pool.putconn(conn)  # (a broken connection is replaced)
             finally:
