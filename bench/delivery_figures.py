@@ -8,6 +8,10 @@
   start to the last attempt recorded. Baseline: the fastest client of the comparison at
   concurrency 64 plus Standard Webhooks signing (`delivery.signing`), the same number of
   requests with the same bodies to the same receiver.
+- Figure 2's floor (`recorded_bare_rate`): the baseline's sender plus the least any sender
+  that records its attempts adds, each receipt in a row COPYed and committed by a writer
+  thread. Between it and the baseline: what durability costs on this machine; between it and
+  ours: what our sender's leasing, loading, event sourcing and views cost.
 - Figure 2 again across two delivery processes, and in one beside a projector process that
   runs the views (`processes_rate`): how far scaling out goes on this machine.
 - Figure 3, state change to webhook: `ledger serve --role delivery` runs in its own process;
@@ -40,6 +44,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -278,7 +283,14 @@ def processes_rate(
     return rate, used * 1000 / total
 
 
-async def _bare(receiver_url: str, bodies: list[bytes], concurrency: int) -> float:
+async def _bare(
+    receiver_url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    record: Callable[[bytes, int, float], None] | None = None,
+) -> float:
+    """Send `bodies`, `concurrency` at a time, signed; each answer's (body, status, seconds)
+    goes to `record` when given."""
     secret = new_secret()
     connector = aiohttp.TCPConnector(limit=concurrency)
     queue = iter(bodies)
@@ -286,6 +298,7 @@ async def _bare(receiver_url: str, bodies: list[bytes], concurrency: int) -> flo
 
         async def loop() -> None:
             for body in queue:
+                started = time.perf_counter()
                 headers = webhook_headers(
                     [secret], message_id(uuid.uuid4()), int(time.time()), body
                 )
@@ -293,6 +306,8 @@ async def _bare(receiver_url: str, bodies: list[bytes], concurrency: int) -> flo
                     await response.read()
                     if response.status != 200:
                         raise RuntimeError(f"bench: the receiver answered {response.status}")
+                if record is not None:
+                    record(body, response.status, time.perf_counter() - started)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(loop() for _ in range(concurrency)))
@@ -313,18 +328,98 @@ def bare_rate(
     return rate
 
 
-def throughput(receiver: Receiver, total: int) -> tuple[float, float]:
-    """Figure 2 in one process beside its baseline, to the same receiver with the same bodies:
-    (ours, bare) deliveries/s; both sides' CPU go to `bench.cpu.BUDGETS`."""
-    sent, sent_bare = cpu.Use(), cpu.Use()
+FLOOR_NAME = (
+    "floor: the bare sender recording each attempt by hand (a row with its receipt, "
+    "COPY and commit by a writer thread, a batch per commit)"
+)
+
+
+def recorded_bare_rate(
+    url: str,
+    receiver: Receiver,
+    bodies: list[bytes],
+    concurrency: int = 64,
+    use: cpu.Use | None = None,
+) -> float:
+    """Figure 2's floor: the baseline's sender, and what any sender that records its attempts
+    must add at the least: each attempt's receipt (as `delivery.http.receipt` keeps it) in a
+    committed row on PostgreSQL, keyed like an event (id, attempt), written by a thread that
+    COPYs whatever has finished since its last commit (group commit). Nothing is leased,
+    loaded, retried or projected. Deliveries/s until the last row is committed."""
+    pending: list[tuple[str, int, str]] = []
+    lock = threading.Lock()
+    arrived = threading.Condition(lock)
+    finished = threading.Event()
+
+    def record(body: bytes, status: int, seconds: float) -> None:
+        receipt = {
+            "attempted_at": iso_z(datetime.now(UTC)),
+            "url": receiver.url,
+            "status_code": status,
+            "latency_ms": round(seconds * 1000.0, 3),
+            "response_headers": {},
+            "response_body": "ok",
+            "error_class": None,
+            "error": None,
+        }
+        with arrived:
+            pending.append((str(uuid.uuid4()), 1, orjson.dumps(receipt).decode()))
+            arrived.notify()
+
+    def write(conn: psycopg.Connection[Any]) -> None:
+        while True:
+            with arrived:
+                while not pending and not finished.is_set():
+                    arrived.wait(0.1)
+                batch = pending[:]
+                pending.clear()
+            if not batch:
+                return
+            with conn.cursor() as cur, cur.copy("COPY attempts_floor FROM STDIN") as copy:
+                for row in batch:
+                    copy.write_row(row)
+            conn.commit()
+
+    processes = {"bench (aiohttp + HMAC + writer)": os.getpid(), "receiver": receiver.pid}
+    with psycopg.connect(url.partition("?")[0]) as conn:
+        conn.execute(
+            "CREATE TEMP TABLE attempts_floor (delivery_id UUID, attempt INT, receipt JSONB, "
+            "PRIMARY KEY (delivery_id, attempt))"
+        )
+        conn.commit()
+        writer = threading.Thread(target=write, args=(conn,), name="bench-floor-writer")
+        with (
+            asyncio.Runner(loop_factory=event_loop_factory()) as runner,
+            cpu.measure(use, processes) as measured,
+        ):
+            t0 = time.perf_counter()
+            writer.start()
+            runner.run(_bare(receiver.url, bodies, concurrency, record))
+            finished.set()
+            writer.join()
+            seconds = time.perf_counter() - t0
+        stored = conn.execute("SELECT count(*) FROM attempts_floor").fetchone()
+    if not stored or stored[0] != len(bodies):
+        raise RuntimeError(f"bench: the floor recorded {stored} of {len(bodies)} attempts")
+    measured.operations += len(bodies)
+    return len(bodies) / seconds
+
+
+def throughput(receiver: Receiver, total: int) -> tuple[float, float, float]:
+    """Figure 2 in one process beside its baseline and its floor, to the same receiver with
+    the same bodies: (ours, bare, floor) deliveries/s; the CPU of each goes to
+    `bench.cpu.BUDGETS`."""
+    sent, sent_bare, sent_floor = cpu.Use(), cpu.Use(), cpu.Use()
     with pg_schema() as (url, _):
         log.info("checkpoint before the delivery figure: %.1f s", checkpoint())
         ours, bodies = sender_rate(url, receiver, total, sent)
-    bare = bare_rate(receiver, bodies, use=sent_bare)
+        bare = bare_rate(receiver, bodies, use=sent_bare)
+        floor = recorded_bare_rate(url, receiver, bodies, use=sent_floor)
     cpu.BUDGETS.append(
         cpu.Budget("webhook delivery, in-process sender", sent, BARE_NAME, sent_bare, 0.5)
     )
-    return ours, bare
+    cpu.BUDGETS.append(cpu.Budget("webhook delivery floor", sent_floor, BARE_NAME, sent_bare, 0.5))
+    return ours, bare, floor
 
 
 @dataclass
@@ -456,7 +551,7 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
         # The bare sender is aiohttp: the fastest client in every comparison we ran.
         single = next(r for r in results if r.client == "aiohttp" and r.concurrency == 1)
         total = 500 if quick else 5000
-        ours, bare = throughput(receiver, total)
+        ours, bare, floor = throughput(receiver, total)
     with pg_schema() as (url, _):
         log.info("checkpoint before the two-process delivery figure: %.1f s", checkpoint())
         scaled, scaled_cpu = processes_rate(url, total, 2)
@@ -472,6 +567,7 @@ def delivery_section(quick: bool) -> tuple[list[Figure], str]:
             bare,
             0.5,
         ),
+        Figure(FLOOR_NAME, "deliveries/s", floor, BARE_NAME, bare, None),
         Figure(
             f"same, 2 processes `ledger serve --role delivery`, 32 in flight each, first to last "
             f"arrival ({scaled_cpu:.2f} ms CPU per delivery, start-up included)",
@@ -549,8 +645,11 @@ def main() -> int:
         print(f"{sys.argv[-1]} processes {rate:,.0f}/s, {cpu_ms:.2f} ms CPU per delivery")
     else:
         with running_receiver() as receiver:
-            ours, bare = throughput(receiver, 500 if quick else 5000)
-        print(f"ours {ours:,.0f}/s bare {bare:,.0f}/s ratio {ours / bare:.2f}")
+            ours, bare, floor = throughput(receiver, 500 if quick else 5000)
+        print(
+            f"ours {ours:,.0f}/s bare {bare:,.0f}/s floor {floor:,.0f}/s: ratio {ours / bare:.2f}, "
+            f"floor {floor / bare:.2f}"
+        )
         print(cpu.table(cpu.BUDGETS))
     return 0
 

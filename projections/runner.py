@@ -748,7 +748,7 @@ def rebuild(
         runner.catch_up(progress)
     position = runner.position()
     if store.is_postgres:  # build the indexes now: readers of the live tables then wait
-        _build_indexes(store, definitions)  # (DROP TABLE locks them) for renames alone
+        build_indexes(store, definitions)  # (DROP TABLE locks them) for renames alone
         with store.transaction() as tx:
             shadow.create_tables(tx)  # (all there: nothing left to make)
     with store.transaction() as tx:
@@ -769,7 +769,7 @@ def rebuild(
     return position
 
 
-def _build_indexes(store: SqlStore, definitions: Sequence[str]) -> None:
+def build_indexes(store: SqlStore, definitions: Sequence[str]) -> None:
     """Run these CREATE INDEX statements, `INDEX_BUILDS` at a time, each on a connection of
     its own (the server builds them side by side; this process only waits). One after the
     other in one transaction, `job_status`'s seven took 0.45-0.55 s of a 35,000-event
