@@ -70,6 +70,39 @@ class Figure:
         return self.value / self.baseline if self.baseline else 0.0
 
 
+@dataclass(frozen=True)
+class Floor:
+    """A hand-written minimum of the work a figure measures, run beside ours and the baseline:
+    whether the target is out of this machine's reach, or of our code's."""
+
+    figure: str
+    work: str  # what the floor does beyond the baseline
+    ours: float
+    floor: float
+    baseline: float
+    target: float
+
+    def explained(self) -> str:
+        ours, floor = self.ours / self.baseline, self.floor / self.baseline
+        if floor < self.target:
+            verdict = (
+                "the floor itself misses the target, so nothing that does this work reaches it "
+                "on this machine"
+            )
+        else:
+            verdict = (
+                f"the target is within reach of this work alone; ours takes "
+                f"{self.floor / self.ours:.1f}x the floor's time, and that is our code's own cost"
+            )
+        return (
+            f"- {self.figure}: the floor ({self.work}) runs at {floor:.2f}x the baseline, ours at "
+            f"{ours:.2f}x, against a target of {self.target}x: {verdict}."
+        )
+
+
+FLOORS: list[Floor] = []
+
+
 def checkpoint() -> float:
     """Run a PostgreSQL checkpoint now; returns the seconds it took. Before a figure that is
     sensitive to background load (latency): the figures before it (a million-event fill among

@@ -11,7 +11,7 @@ from bench.__main__ import Turn, median_turn, read_p99_figure, turns_note
 from bench.delivery_figures import DELIVERY_PROCESS, Latency
 from bench.load import ImpossibleLatencies, Result, parse_wrk
 from bench.scale_figures import TARGET, _label, _within
-from bench.support import Figure, cpu_seconds, rss_mb
+from bench.support import Figure, Floor, cpu_seconds, rss_mb
 
 
 def test_proc_readings_of_this_process() -> None:
@@ -138,3 +138,15 @@ def test_the_median_turn_is_one_whole_run_and_the_spread_is_named() -> None:
     )
     assert turns_note(turns[:1]) == ""  # one run (--quick): nothing to say
     assert median_turn(turns[:1]) is turns[0]
+
+
+def test_a_floor_says_whose_reach_a_target_is_out_of() -> None:
+    within = Floor("figure 2", "send and record", ours=1000, floor=6000, baseline=8000, target=0.5)
+    assert within.explained() == (
+        "- figure 2: the floor (send and record) runs at 0.75x the baseline, ours at 0.12x, "
+        "against a target of 0.5x: the target is within reach of this work alone; ours takes "
+        "6.0x the floor's time, and that is our code's own cost."
+    )
+    beyond = Floor("figure 5", "read and write", ours=1000, floor=3000, baseline=8000, target=0.5)
+    assert "the floor itself misses the target" in beyond.explained()
+    assert "0.38x the baseline" in beyond.explained()
