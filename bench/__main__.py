@@ -53,6 +53,7 @@ from bench.support import (
     LEDGER,
     Figure,
     Floor,
+    LatencyFloor,
     Processes,
     bench_job,
     bench_service,
@@ -461,6 +462,15 @@ def api_figures(url: str, raw_use: cpu.Use, quick: bool) -> list[Figure]:
         )
         if name == "lone":
             figures.append(read_p99_figure(status.result, plain))
+            FLOORS.append(
+                LatencyFloor(
+                    f"figure 4, GET /v1/jobs/{{id}} p99 at {CLIENTS} clients",
+                    "the plain Starlette + psycopg pool read of one row, its baseline",
+                    status.result.p99_ms,
+                    plain.p99_ms,
+                    READ_P99_TARGET_MS,
+                )
+            )
     return figures
 
 

@@ -100,7 +100,31 @@ class Floor:
         )
 
 
-FLOORS: list[Floor] = []
+@dataclass(frozen=True)
+class LatencyFloor:
+    """`Floor` for a latency target (lower is better): the least a figure's path takes."""
+
+    figure: str
+    work: str
+    ours_ms: float
+    floor_ms: float
+    target_ms: float
+
+    def explained(self) -> str:
+        if self.floor_ms > self.target_ms:
+            verdict = (
+                "the floor itself misses the target, so nothing that does this work reaches it "
+                "on this machine"
+            )
+        else:
+            verdict = "the target is within reach of this work alone"
+        return (
+            f"- {self.figure}: the floor ({self.work}) takes {self.floor_ms:.1f} ms, ours "
+            f"{self.ours_ms:.1f} ms, against a target of {self.target_ms:g} ms: {verdict}."
+        )
+
+
+FLOORS: list[Floor | LatencyFloor] = []
 
 
 def checkpoint() -> float:

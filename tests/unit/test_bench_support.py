@@ -11,7 +11,7 @@ from bench.__main__ import Turn, median_turn, read_p99_figure, turns_note
 from bench.delivery_figures import DELIVERY_PROCESS, Latency
 from bench.load import ImpossibleLatencies, Result, parse_wrk
 from bench.scale_figures import TARGET, _label, _within
-from bench.support import Figure, Floor, cpu_seconds, rss_mb
+from bench.support import Figure, Floor, LatencyFloor, cpu_seconds, rss_mb
 
 
 def test_proc_readings_of_this_process() -> None:
@@ -150,3 +150,14 @@ def test_a_floor_says_whose_reach_a_target_is_out_of() -> None:
     beyond = Floor("figure 5", "read and write", ours=1000, floor=3000, baseline=8000, target=0.5)
     assert "the floor itself misses the target" in beyond.explained()
     assert "0.38x the baseline" in beyond.explained()
+
+
+def test_a_latency_floor_is_met_from_below() -> None:
+    slow = LatencyFloor("figure 4", "the plain read", ours_ms=15.0, floor_ms=17.2, target_ms=10)
+    assert slow.explained() == (
+        "- figure 4: the floor (the plain read) takes 17.2 ms, ours 15.0 ms, against a target "
+        "of 10 ms: the floor itself misses the target, so nothing that does this work reaches "
+        "it on this machine."
+    )
+    fast = LatencyFloor("figure 4", "the plain read", ours_ms=15.0, floor_ms=6.0, target_ms=10)
+    assert fast.explained().endswith("the target is within reach of this work alone.")
