@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -222,18 +222,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, role: str) 
         # here, so the clean-up below runs and the exit code is 0.
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _after_uvicorn_shutdown)
-        import uvicorn
-
-        from jobledger.http_protocol import CoalescingHttpToolsProtocol
-
-        uvicorn.run(
-            process.app(),
-            host=host or settings.host,
-            port=settings.port if port is None else port,
-            log_level="info",
-            access_log=settings.access_log,
-            http=CoalescingHttpToolsProtocol,
-        )
+        _run_http(process.app(), settings, host, port)
         return 0
     finally:
         process.close()
@@ -248,21 +237,35 @@ def _serve_processes(settings: Settings, *, host: str | None, port: int | None, 
         log.error("LEDGER_PROCESSES > 1 needs PostgreSQL; SQLite is served by one process")
         return 2
     os.environ[ROLE_VARIABLE] = role
+    _run_http(
+        "jobledger.serve:serving_process_app",
+        settings,
+        host,
+        port,
+        factory=True,
+        workers=settings.processes,
+    )
+    return 0
+
+
+def _run_http(
+    target: Any, settings: Settings, host: str | None, port: int | None, **options: Any
+) -> None:
+    """uvicorn over `target` (an app, or a factory's import path with `factory=True`), with
+    our HTTP protocol (imported here: see the module's docstring)."""
     import uvicorn
 
     from jobledger.http_protocol import CoalescingHttpToolsProtocol
 
     uvicorn.run(
-        "jobledger.serve:serving_process_app",
-        factory=True,
-        workers=settings.processes,
+        target,
         host=host or settings.host,
         port=settings.port if port is None else port,
         log_level="info",
         access_log=settings.access_log,
         http=CoalescingHttpToolsProtocol,
+        **options,
     )
-    return 0
 
 
 def serving_process_app() -> ASGIApp:
