@@ -226,7 +226,7 @@ def rebuild_floor_rate(service: Service, rows: list[tuple[object, ...]]) -> floa
     between this and our rebuild is our projection's own work; the gap between this and
     the raw read is the writing any rebuild must do. Events/s over the whole log."""
     events = service.ledger.recorder.max_notification_id() or 0
-    store = SqlStore(service.database)
+    store = SqlStore(service.database)  # (its connections commit each statement)
     try:
         with store.connection() as conn:
             conn.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
@@ -241,7 +241,6 @@ def rebuild_floor_rate(service: Service, rows: list[tuple[object, ...]]) -> floa
                     "WHERE indrelid = to_regclass('job_status')"
                 ).fetchall()
             ]
-            conn.commit()
         t0 = time.perf_counter()
         raw_log_read(service)
         with store.connection() as conn:
@@ -249,12 +248,10 @@ def rebuild_floor_rate(service: Service, rows: list[tuple[object, ...]]) -> floa
             with conn.cursor() as cur, cur.copy(f"COPY {FLOOR_TABLE} FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            conn.commit()
         build_indexes(store, definitions)
         seconds = time.perf_counter() - t0
         with store.connection() as conn:
             conn.execute(f"DROP TABLE {FLOOR_TABLE}")
-            conn.commit()
         return events / seconds
     finally:
         store.close()

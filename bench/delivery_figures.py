@@ -353,8 +353,7 @@ def recorded_bare_rate(
     retried or projected. Deliveries/s until the last row is committed."""
     table = f"{schema}.attempts_floor"
     pending: list[tuple[str, int, str]] = []
-    lock = threading.Lock()
-    arrived = threading.Condition(lock)
+    arrived = threading.Condition()
     finished = threading.Event()
 
     def record(body: bytes, status: int, seconds: float) -> None:

@@ -70,6 +70,11 @@ class Figure:
         return self.value / self.baseline if self.baseline else 0.0
 
 
+OUT_OF_REACH = (
+    "the floor itself misses the target, so nothing that does this work reaches it on this machine"
+)
+
+
 @dataclass(frozen=True)
 class Floor:
     """A hand-written minimum of the work a figure measures, run beside ours and the baseline:
@@ -85,10 +90,7 @@ class Floor:
     def explained(self) -> str:
         ours, floor = self.ours / self.baseline, self.floor / self.baseline
         if floor < self.target:
-            verdict = (
-                "the floor itself misses the target, so nothing that does this work reaches it "
-                "on this machine"
-            )
+            verdict = OUT_OF_REACH
         else:
             verdict = (
                 f"the target is within reach of this work alone; ours takes "
@@ -112,10 +114,7 @@ class LatencyFloor:
 
     def explained(self) -> str:
         if self.floor_ms > self.target_ms:
-            verdict = (
-                "the floor itself misses the target, so nothing that does this work reaches it "
-                "on this machine"
-            )
+            verdict = OUT_OF_REACH
         else:
             verdict = "the target is within reach of this work alone"
         return (
