@@ -287,7 +287,7 @@ class Worker:
                 retryable=True,
                 ambiguous=True,
             )
-        self._report(job.id, attempt, outcome)
+        self._report(job.id, attempt, outcome, job)
 
     def _ambiguous_since(self, job: Job) -> datetime | None:
         """When the earliest ambiguous attempt of this job started (None: nothing ambiguous).
@@ -307,8 +307,14 @@ class Worker:
                     earliest = began
         return earliest
 
-    def _report(self, job_id: UUID, attempt: int, outcome: Outcome) -> None:
+    def _report(
+        self, job_id: UUID, attempt: int, outcome: Outcome, started: Job | None = None
+    ) -> None:
+        """Record the attempt's outcome. `started`: the job as `start_attempts` saved it,
+        recorded on without reading it again; only on the first try, since a try that failed
+        may have changed it in place without saving it."""
         for tries in range(REPORT_TRIES):
+            loaded, started = started, None
             try:
                 if isinstance(outcome, Published):
                     self.ledger.record_success(
@@ -317,10 +323,15 @@ class Worker:
                         external_ref=outcome.external_ref,
                         receipt=outcome.receipt,
                         actor=self.worker_id,
+                        loaded=loaded,
                     )
                 else:
                     self.ledger.record_failure(
-                        job_id, attempt=attempt, failure=outcome, actor=self.worker_id
+                        job_id,
+                        attempt=attempt,
+                        failure=outcome,
+                        actor=self.worker_id,
+                        loaded=loaded,
                     )
             except (WrongAttempt, InvalidTransition) as error:
                 log.warning(

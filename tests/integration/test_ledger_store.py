@@ -186,6 +186,44 @@ def test_stale_write_that_becomes_illegal_is_reported(ledger, database_url, cloc
     assert ledger.get_job(job_id).state is JobState.CANCELED
 
 
+def test_an_outcome_is_recorded_on_the_job_the_worker_holds_without_reading_it(
+    ledger, clock, monkeypatch
+) -> None:
+    job_id = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="k", actor="k").job.id
+    ledger.schedule(job_id)
+    started = ledger.start_attempts([job_id], worker_id=WORKER, lease_seconds=30)[0].job
+    monkeypatch.setattr(ledger, "_find", lambda _: pytest.fail("the job was read again"))
+    written = ledger.record_success(
+        job_id, attempt=1, external_ref="pin-1", receipt={}, actor=WORKER, loaded=started
+    )
+    assert written.job is started
+    monkeypatch.undo()
+    assert ledger.get_job(job_id).state is JobState.PUBLISHED
+    assert ledger.get_job(job_id).version == 4
+
+
+def test_an_outcome_on_a_stale_held_job_is_decided_on_the_stored_one(
+    ledger, database_url, clock
+) -> None:
+    """The lease ran out meanwhile and another process recorded that: the held copy's save is
+    refused, and the outcome, decided again on the stored job, is a wrong attempt."""
+    job_id = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="k", actor="k").job.id
+    ledger.schedule(job_id)
+    started = ledger.start_attempts([job_id], worker_id=WORKER, lease_seconds=30)[0].job
+    clock.advance(31)
+    other = build(Settings(database_url=database_url), clock=clock, run_migrations=False)
+    try:
+        other.ledger.expire_lease(job_id)
+    finally:
+        other.close()
+    with pytest.raises(InvalidTransition):
+        ledger.record_success(
+            job_id, attempt=1, external_ref="pin-1", receipt={}, actor=WORKER, loaded=started
+        )
+    assert [type(e).__name__ for e in ledger.job_events(job_id)][-1] == "AttemptFailed"
+    assert ledger.get_job(job_id).state is JobState.FAILED_RETRYING
+
+
 def test_a_job_that_never_settles_is_reported_not_lost(ledger, database_url, clock) -> None:
     job_id = ledger.create_job(make_new_job(), tenant_id="t", idempotency_key="k", actor="k").job.id
     other = build(Settings(database_url=database_url), clock=clock, run_migrations=False)
@@ -254,21 +292,21 @@ def test_schedule_many_falls_back_to_one_by_one_when_a_job_changed_meanwhile(
         for i in range(3)
     ]
     other = build(Settings(database_url=database_url), clock=clock, run_migrations=False)
-    find = ledger._find
+    load_many = ledger._load_many
     raced: list[str] = []
 
-    def find_then_race(job_id):
-        job = find(job_id)
-        if job_id == ids[1] and not raced:
+    def load_then_race(job_ids, kind):
+        jobs = load_many(job_ids, kind)
+        if not raced:
             raced.append("canceled")
-            other.ledger.cancel(job_id, actor="key:other")  # lands first: our copy is stale
-        return job
+            other.ledger.cancel(ids[1], actor="key:other")  # lands first: our copy is stale
+        return jobs
 
-    ledger._find = find_then_race
+    ledger._load_many = load_then_race
     try:
         written = ledger.schedule_many(ids, actor="scheduler")
     finally:
-        del ledger._find
+        del ledger._load_many
         other.close()
     assert raced == ["canceled"]
     assert [w.job.id for w in written] == [ids[0], ids[2]]
