@@ -37,7 +37,7 @@ from api.rate_limit import RateLimit
 from api.reads import AggregateJobReads, JobReads, ProjectionJobReads, StatusDocs
 from api.routes import deliveries, endpoints, jobs, ops, tenants
 from api.targets import TargetCheck
-from api.webhook_reads import WebhookReads
+from api.webhook_reads import DeliveryDocs, WebhookReads
 from api.webhook_tester import WebhookTester
 from delivery.targets import Resolver
 from ledger.application import JobLedger
@@ -87,6 +87,8 @@ def create_app(
         if isinstance(job_reads, ProjectionJobReads) and job_reads.store.is_postgres:
             state.status_docs = StatusDocs(job_reads)  # status reads on this loop
             await state.status_docs.open()
+            if webhook_reads is not None:  # and delivery lists, through the same pool
+                state.delivery_docs = DeliveryDocs(webhook_reads, state.status_docs.rows)
         try:
             yield {"api": state}
         finally:

@@ -22,7 +22,7 @@ from api.config import ApiConfig
 from api.creates import JobCreates
 from api.reads import JobReads, StatusDocs
 from api.targets import TargetCheck
-from api.webhook_reads import WebhookReads
+from api.webhook_reads import DeliveryDocs, WebhookReads
 from api.webhook_tester import WebhookTester
 from ledger.application import JobLedger
 from ledger.errors import store_errors
@@ -48,6 +48,8 @@ class ApiState:
     webhook_tester: WebhookTester | None = None
     # The status read on the event loop (PostgreSQL read models only; `api.reads.StatusDocs`).
     status_docs: StatusDocs | None = None
+    # The delivery list on the event loop, beside it (`api.webhook_reads.DeliveryDocs`).
+    delivery_docs: DeliveryDocs | None = None
     # Creates saved in rounds, one thread hop per round (`api.creates`).
     creates: JobCreates = field(init=False)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -317,17 +318,25 @@ class StatusDocs:
         if rows is None:
             return None
         page = page_of(rows, limit)
-        last = page.last_position
-        next_cursor = encode_cursor(last) if last is not None else None
-        return b"".join(
-            (
-                b'{"jobs":[',
-                ",".join(page.docs).encode(),
-                b'],"next_cursor":',
-                orjson.dumps(next_cursor),
-                b"}",
-            )
+        return page_body("jobs", page.docs, page.last_position)
+
+
+def page_body(key: str, docs: Sequence[str], last_position: int | None) -> bytes:
+    """The JSON body of a list page, `{key: [docs], "next_cursor": ...}`, with the read
+    model's stored JSON documents spliced in as they are: the bytes `json_response` makes of
+    the page with each document parsed (the documents are orjson's compact output)."""
+    next_cursor = encode_cursor(last_position) if last_position is not None else None
+    return b"".join(
+        (
+            b'{"',
+            key.encode(),
+            b'":[',
+            ",".join(docs).encode(),
+            b'],"next_cursor":',
+            orjson.dumps(next_cursor),
+            b"}",
         )
+    )
 
 
 def caught_up(

@@ -6,7 +6,8 @@ itself (always current). Read-your-writes as for jobs: a client passes the `Ledg
 of its write as `min_position` and the list waits (at most `wait_seconds`) until the read
 model has applied it; `strong` makes every read wait for the log's end as of its start.
 
-All methods are synchronous and are called from worker threads. A `tenant_id` of None means
+`WebhookReads`' methods are synchronous and are called from worker threads; `DeliveryDocs`
+answers the common delivery list on the event loop. A `tenant_id` of None means
 every tenant (admin keys); another tenant's objects are not found, never a 403.
 This module never writes.
 """
@@ -20,13 +21,14 @@ from uuid import UUID
 
 import orjson
 
-from api.reads import Page, caught_up, decode_cursor, encode_cursor
+from api.reads import Page, caught_up, decode_cursor, encode_cursor, page_body
 from ledger.application import JobLedger
 from ledger.endpoint import Endpoint, EndpointState
 from ledger.errors import EndpointNotFound, store_errors
-from projections.delivery_queue import list_deliveries
+from projections.delivery_queue import list_deliveries, list_query, page_of
 from projections.endpoint_health import health_report, list_endpoint_ids
 from projections.runner import PositionWaiter
+from storage.async_rows import AsyncRows
 from storage.sql import SqlStore
 
 QUEUE = "delivery_queue"
@@ -82,24 +84,22 @@ class WebhookReads:
         limit: int,
         cursor: str | None,
         min_position: int | None,
-    ) -> Page:
-        """Deliveries in creation order (without their bodies)."""
+    ) -> bytes:
+        """The body of a page of deliveries in creation order (without their bodies):
+        `{"deliveries": [...], "next_cursor": ...}`, the read model's documents as stored."""
         after = decode_cursor(cursor) if cursor is not None else 0
         self._caught_up(QUEUE, min_position)
+        sql, params = deliveries_query(tenant_id, filters, limit, after)
         with self.store.transaction() as tx:
-            page = list_deliveries(
-                tx,
-                tenant_id=tenant_id,
-                endpoint_id=filters.endpoint_id,
-                job_id=filters.job_id,
-                states=[filters.state] if filters.state else (),
-                limit=limit,
-                after_position=after,
-            )
-        last = page.last_position
-        return Page(
-            [orjson.loads(d) for d in page.docs], encode_cursor(last) if last is not None else None
-        )
+            page = page_of(tx.execute(sql, params).fetchall(), limit)
+        return page_body("deliveries", page.docs, page.last_position)
+
+    def fresh(self, name: str, min_position: int | None) -> bool:
+        """Whether a read of view `name` now already reflects `min_position`, without
+        waiting (no I/O)."""
+        if self.strong:
+            return False
+        return not min_position or self.waiters[name].reached(min_position)
 
     def health(self, endpoint: Endpoint, *, now: datetime, window_seconds: float) -> dict[str, Any]:
         """The endpoint-health report; an endpoint the read model has not seen yet has had no
@@ -163,3 +163,47 @@ class WebhookReads:
             strong=self.strong,
             wait_seconds=self.wait_seconds,
         )
+
+
+def deliveries_query(
+    tenant_id: str | None, filters: DeliveryFilters, limit: int, after_position: int
+) -> tuple[str, list[Any]]:
+    return list_query(
+        tenant_id=tenant_id,
+        endpoint_id=filters.endpoint_id,
+        job_id=filters.job_id,
+        states=[filters.state] if filters.state else (),
+        limit=limit,
+        after_position=after_position,
+    )
+
+
+class DeliveryDocs:
+    """The common delivery list (`GET /v1/deliveries` and an endpoint's, nothing to wait
+    for) on the event loop, through the status reads' async pool (`api.reads.StatusDocs`;
+    PostgreSQL only). `list` answers None whenever this path cannot answer for sure; the
+    caller then takes the threaded `WebhookReads.list_deliveries`. In a worker thread each,
+    32 clients' lists of 20 took 0.82 ms of the API's CPU apiece, against 0.25 ms for a
+    list of 20 jobs on the loop (830 against 3,900 lists/s on a 2-core machine)."""
+
+    def __init__(self, reads: WebhookReads, rows: AsyncRows) -> None:
+        self.reads = reads
+        self.rows = rows
+
+    async def list(
+        self,
+        tenant_id: str | None,
+        filters: DeliveryFilters,
+        limit: int,
+        cursor: str | None,
+        min_position: int | None,
+    ) -> bytes | None:
+        after = decode_cursor(cursor) if cursor is not None else 0  # (a bad one: 400)
+        if not self.reads.fresh(QUEUE, min_position):
+            return None  # read-your-writes: the threaded path waits for the read model
+        sql, params = deliveries_query(tenant_id, filters, limit, after)
+        rows = await self.rows.fetch_all(sql.replace("?", "%s"), params)
+        if rows is None:
+            return None
+        page = page_of(rows, limit)
+        return page_body("deliveries", page.docs, page.last_position)

@@ -83,6 +83,10 @@ class DeliveryQueueProjection:
         )
         for name, cols in (
             ("due", "state, next_attempt_at"),
+            # the lists (`list_deliveries`): an admin's, a tenant's, a tenant's by state
+            ("created", "created_position"),
+            ("tenant_created", "tenant_id, created_position"),
+            ("tenant_state", "tenant_id, state, created_position"),
             ("endpoint", "endpoint_id, created_position"),
             ("endpoint_state", "endpoint_id, state, created_position"),
             ("job", "job_id"),
@@ -160,6 +164,32 @@ def list_deliveries(
     table: str = "delivery_queue",
 ) -> DeliveryPage:
     """Oldest first (creation order); `after_position` continues a previous page."""
+    sql, params = list_query(
+        endpoint_id=endpoint_id,
+        tenant_id=tenant_id,
+        states=states,
+        job_id=job_id,
+        created_since=created_since,
+        limit=limit,
+        after_position=after_position,
+        table=table,
+    )
+    return page_of(tx.execute(sql, params).fetchall(), limit)
+
+
+def list_query(
+    *,
+    endpoint_id: str | None = None,
+    tenant_id: str | None = None,
+    states: Sequence[str] = (),
+    job_id: str | None = None,
+    created_since: datetime | None = None,
+    limit: int = 100,
+    after_position: int = 0,
+    table: str = "delivery_queue",
+) -> tuple[str, list[Any]]:
+    """The SQL (`?` placeholders) and parameters of `list_deliveries`'s read, whose rows
+    `page_of` makes a page of."""
     where = ["created_position > ?"]
     params: list[Any] = [after_position]
     for column, value in (("endpoint_id", endpoint_id), ("tenant_id", tenant_id)):
@@ -175,11 +205,15 @@ def list_deliveries(
     if created_since is not None:
         where.append("created_at >= ?")
         params.append(utc_text(created_since))
-    rows = tx.execute(
+    sql = (
         f"SELECT doc, created_position FROM {table} WHERE {' AND '.join(where)} "
-        "ORDER BY created_position LIMIT ?",
-        [*params, limit + 1],
-    ).fetchall()
+        "ORDER BY created_position LIMIT ?"
+    )
+    params.append(limit + 1)  # one more: whether a next page follows
+    return sql, params
+
+
+def page_of(rows: Sequence[Sequence[Any]], limit: int) -> DeliveryPage:
     more = len(rows) > limit
     rows = rows[:limit]
     return DeliveryPage([str(r[0]) for r in rows], int(rows[-1][1]) if more and rows else None)

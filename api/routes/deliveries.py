@@ -78,15 +78,16 @@ async def delivery_page(
     query: dict[str, Any],
 ) -> Response:
     reads = webhook_reads(api, request)
-    page = await api.call(
-        reads.list_deliveries,
-        tenant_id,
-        filters,
-        query.get("limit", schemas.LIST_LIMIT_DEFAULT),
-        query.get("cursor"),
-        query.get("min_position"),
-    )
-    return json_response({"deliveries": page.items, "next_cursor": page.next_cursor})
+    limit = query.get("limit", schemas.LIST_LIMIT_DEFAULT)
+    cursor, min_position = query.get("cursor"), query.get("min_position")
+    body = None
+    if api.delivery_docs is not None:  # the common list, on the loop
+        body = await api.delivery_docs.list(tenant_id, filters, limit, cursor, min_position)
+    if body is None:
+        body = await api.call(
+            reads.list_deliveries, tenant_id, filters, limit, cursor, min_position
+        )
+    return Response(body, media_type="application/json")
 
 
 def webhook_reads(api: ApiState, request: Request) -> WebhookReads:

@@ -3,8 +3,8 @@
 - `api_server(**overrides)` (factory fixture): starts `create_app(...)` under uvicorn
   (`tests.fakes.server`) in a background thread on a free port, over the `service` fixture's
   ledger (so on SQLite and on PostgreSQL through `database_url`); stopped when the test ends.
-  Overrides: `reads`, `webhook_tester`, `resolver` (default `fake_dns`: no test asks real
-  DNS), `config` fields.
+  Overrides: `reads`, `webhook_reads`, `webhook_tester`, `resolver` (default `fake_dns`: no
+  test asks real DNS), `config` fields.
 - `api`: the default server; `admin`, `tenant`: an httpx client with the bootstrap admin key,
   and a tenant made through the API with a writer and a reader client.
 """
@@ -81,6 +81,7 @@ def api_server(service: Service) -> Iterator[Callable[..., Server]]:
     def make(
         reads: Any = None,
         *,
+        webhook_reads: Any = None,
         webhook_tester: Any = None,
         resolver: Any = fake_dns,
         **config_overrides: Any,
@@ -88,7 +89,6 @@ def api_server(service: Service) -> Iterator[Callable[..., Server]]:
         config: ApiConfig = replace(
             api_config(replace(service.settings, admin_key=ADMIN_KEY)), **config_overrides
         )
-        webhook_reads = None
         if reads is None:
             models = ReadModels(service)
             models.start()

@@ -12,6 +12,7 @@ import pytest
 
 from api.context import ApiState
 from api.reads import ProjectionJobReads
+from api.webhook_reads import WebhookReads
 from jobledger.read_models import ReadModels
 from tests.e2e.conftest import ADMIN_KEY, Server, job_body, make_tenant
 
@@ -159,3 +160,103 @@ def test_lists_on_the_loop_are_the_bytes_the_threaded_path_gives(
             assert all_pages(client, params) == expected, params
     finally:
         state.status_docs.list = listed  # type: ignore[method-assign]
+
+
+def all_delivery_pages(client: Any, path: str, params: dict[str, Any]) -> list[bytes]:
+    """The bodies of every page of a delivery list, following `next_cursor`."""
+    pages: list[bytes] = []
+    cursor = None
+    while True:
+        page = client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"] == "application/json"
+        pages.append(page.content)
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+def test_delivery_lists_on_the_loop_are_the_bytes_the_threaded_path_gives(
+    api_server: Any, frozen: ReadModels, service: Any, database_url: str
+) -> None:
+    webhook_reads = WebhookReads(service.ledger, frozen.store)
+    api = api_server(
+        reads=ProjectionJobReads(service.ledger, frozen.store, frozen.waiter),
+        webhook_reads=webhook_reads,
+    )
+    admin = api.client(ADMIN_KEY)
+    acme, other = make_tenant(api, admin, "Acme"), make_tenant(api, admin, "Other")
+    hook = {"url": "https://hooks.example.com/hook", "event_types": ["*"]}
+    everything = acme.writer.post("/v1/endpoints", json=hook).json()
+    outcomes = acme.writer.post(
+        "/v1/endpoints", json={**hook, "event_types": ["job.canceled"]}
+    ).json()
+    other.writer.post("/v1/endpoints", json=hook)
+    jobs = [
+        acme.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": f"a{i}"}).json()
+        for i in range(4)
+    ]
+    other.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "o"})
+    acme.writer.post(f"/v1/jobs/{jobs[0]['id']}/cancel", json={})
+    frozen.catch_up()  # the fan-out makes the deliveries, the delivery queue lists them
+    frozen.catch_up()
+    state = api_state(api)
+    on_loop = state.delivery_docs is not None
+    assert on_loop == database_url.startswith("postgresql")
+    queries: list[tuple[Any, str, dict[str, Any]]] = [
+        (acme.reader, "/v1/deliveries", {}),
+        (acme.reader, "/v1/deliveries", {"limit": 2}),
+        (acme.reader, "/v1/deliveries", {"job_id": jobs[0]["id"]}),
+        (acme.reader, "/v1/deliveries", {"endpoint_id": outcomes["id"]}),
+        (acme.reader, "/v1/deliveries", {"state": "pending", "limit": 3}),
+        (acme.reader, f"/v1/endpoints/{everything['id']}/deliveries", {"limit": 4}),
+        (other.reader, "/v1/deliveries", {}),
+        (admin, "/v1/deliveries", {"limit": 5}),
+    ]
+    threaded = webhook_reads.list_deliveries
+    if on_loop:  # the threaded path must not be needed for these
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("answered by the threaded path")
+
+        webhook_reads.list_deliveries = refuse  # type: ignore[method-assign]
+    bodies = [all_delivery_pages(client, path, params) for client, path, params in queries]
+    webhook_reads.list_deliveries = threaded  # type: ignore[method-assign]
+
+    def listed(pages: list[bytes]) -> list[dict[str, Any]]:
+        return [d for page in pages for d in orjson.loads(page)["deliveries"]]
+
+    # 4 creations and a cancel to the catch-all endpoint, the cancel to the other one too
+    assert len(listed(bodies[0])) == 6
+    assert [len(orjson.loads(b)["deliveries"]) for b in bodies[1]] == [2, 2, 2]
+    assert sorted(d["event_type"] for d in listed(bodies[2])) == [
+        "job.canceled",  # to both endpoints
+        "job.canceled",
+        "job.queued",
+    ]
+    assert [d["event_type"] for d in listed(bodies[3])] == ["job.canceled"]
+    assert all(d["state"] == "pending" for d in listed(bodies[4]))
+    assert {d["endpoint_id"] for d in listed(bodies[5])} == {everything["id"]}
+    assert len(listed(bodies[6])) == 1  # its own delivery only
+    assert listed(bodies[0]) == [
+        orjson.loads(
+            orjson.dumps(service.ledger.get_delivery(UUID(d["id"]), tenant_id=None).describe())
+        )
+        for d in listed(bodies[0])
+    ]
+    bad = acme.reader.get("/v1/deliveries", params={"cursor": "not-a-cursor"})
+    assert bad.status_code == 400, bad.text
+    assert bad.headers["content-type"] == "application/problem+json"
+    if not on_loop:
+        return
+    on_the_loop = state.delivery_docs.list  # type: ignore[union-attr]
+
+    async def threaded_only(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    state.delivery_docs.list = threaded_only  # type: ignore[union-attr,method-assign]
+    try:
+        for (client, path, params), expected in zip(queries, bodies, strict=True):
+            assert all_delivery_pages(client, path, params) == expected, (path, params)
+    finally:
+        state.delivery_docs.list = on_the_loop  # type: ignore[union-attr,method-assign]
