@@ -24,7 +24,7 @@ import orjson
 from api.reads import Page, caught_up, decode_cursor, encode_cursor, page_body
 from ledger.application import JobLedger
 from ledger.endpoint import Endpoint, EndpointState
-from ledger.errors import EndpointNotFound, store_errors
+from ledger.errors import store_errors
 from projections.delivery_queue import list_deliveries, list_query, page_of
 from projections.endpoint_health import health_report, list_endpoint_ids
 from projections.runner import PositionWaiter
@@ -67,12 +67,8 @@ class WebhookReads:
         self._caught_up(HEALTH, min_position)
         with self.store.transaction() as tx:
             ids, last = list_endpoint_ids(tx, tenant_id, limit=limit, after_position=after)
-        items = []
-        for endpoint_id in ids:
-            try:
-                items.append(self.ledger.get_endpoint(UUID(endpoint_id), tenant_id=tenant_id))
-            except EndpointNotFound:  # deleted since the read model saw it
-                continue
+        # (one deleted since the read model saw it is left out)
+        items = self.ledger.get_endpoints([UUID(i) for i in ids], tenant_id=tenant_id)
         return Page(
             [e.describe() for e in items], encode_cursor(last) if last is not None else None
         )

@@ -161,6 +161,20 @@ class WebhookCommands(AggregateCommands):
             raise EndpointNotFound(endpoint_id)
         return endpoint
 
+    def get_endpoints(
+        self, endpoint_ids: Sequence[UUID], *, tenant_id: str | None
+    ) -> list[Endpoint]:
+        """Those of the endpoints `get_endpoint` would find, read together, in the order of
+        `endpoint_ids`."""
+        found = self._load_many(endpoint_ids, Endpoint)
+        return [
+            endpoint
+            for endpoint in (found.get(i) for i in endpoint_ids)
+            if endpoint is not None
+            and endpoint.state != EndpointState.DELETED
+            and (tenant_id is None or endpoint.tenant_id == tenant_id)
+        ]
+
     def update_endpoint(
         self, endpoint_id: UUID, *, tenant_id: str | None, changes: dict[str, Any], actor: str
     ) -> Changed:

@@ -21,6 +21,7 @@ from projections.delivery_fanout import DeliveryFanout
 from projections.delivery_queue import DeliveryQueueProjection, list_deliveries
 from projections.endpoint_health import EndpointHealthProjection, health_report, health_row
 from projections.runner import ProjectionRunner, rebuild
+from tests.conftest import make_new_job
 from tests.integration.test_job_status_projection import random_workload, rows
 
 
@@ -344,3 +345,19 @@ def test_attempts_recorded_together_each_answered_alone(ledger, store, runners, 
     assert isinstance(late, InvalidTransition)  # as the single command says: it succeeded
     assert fine.aggregate.state == DeliveryState.SUCCEEDED and fine.positions
     assert [len(ledger.delivery_attempts(d.id)) for d in (second, fourth)] == [1, 1]
+
+
+def test_endpoints_read_together_are_those_get_endpoint_finds_in_the_order_asked(ledger) -> None:
+    mine = [register(ledger, "t1", "*") for _ in range(3)]
+    theirs = register(ledger, "t2", "*")
+    ledger.delete_endpoint(mine[1].id, tenant_id="t1", actor="key:test")
+    job = ledger.create_job(make_new_job(), tenant_id="t1", idempotency_key="k", actor="k").job
+    asked = [mine[2].id, theirs.id, mine[1].id, UUID(int=7), job.id, mine[0].id]
+    found = ledger.get_endpoints(asked, tenant_id="t1")
+    assert [e.id for e in found] == [mine[2].id, mine[0].id]
+    assert [e.id for e in ledger.get_endpoints(asked, tenant_id=None)] == [
+        mine[2].id,
+        theirs.id,
+        mine[0].id,
+    ]
+    assert found[0].describe() == ledger.get_endpoint(mine[2].id, tenant_id="t1").describe()
