@@ -82,6 +82,7 @@ class JobStatusProjection:
         )
         for name, cols in (
             ("created", "created_position"),
+            ("created_at", "created_at"),  # the console's jobs created per hour
             ("tenant_created", "tenant_id, created_position"),
             ("tenant_state", "tenant_id, state, created_position"),
             ("tenant_account", "tenant_id, account_id, created_position"),
