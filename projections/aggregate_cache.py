@@ -38,9 +38,13 @@ class AggregateCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def apply(self, event: Any) -> Any:
-        """The aggregate after `event` (remembered for the next one)."""
+    def apply(self, event: Any, seen: Callable[[Any], None] | None = None) -> Any:
+        """The aggregate after `event` (remembered for the next one). `seen`: called with the
+        aggregate just before the event (None before a created event), which the event then
+        changes in place."""
         before = self._before(event)
+        if seen is not None:
+            seen(before)
         aggregate = event.mutate(before) if before is not None else _created(event)
         self._items[aggregate.id] = aggregate
         self._items.move_to_end(aggregate.id)

@@ -113,6 +113,17 @@ class Tx:
         cursor = self.raw.execute(sql, tuple(params))
         return cursor
 
+    def table_exists(self, table: str) -> bool:
+        if self.is_postgres:
+            found = self.raw.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+            return bool(found and found[0])
+        return (
+            self.raw.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+            is not None
+        )
+
     def rows_where_in(self, select: str, column: str, values: Collection[Any]) -> list[Any]:
         """The rows of `select` (`SELECT ... FROM t`) whose `column` is one of `values`.
 

@@ -18,7 +18,7 @@ from ledger.endpoint import Endpoint, EndpointSettings
 from ledger.errors import InvalidTransition, WrongAttempt
 from ledger.webhooks import JOB_EVENT_WEBHOOK_TYPES, AttemptOutcome
 from projections.delivery_fanout import DeliveryFanout
-from projections.delivery_queue import DeliveryQueueProjection, list_deliveries
+from projections.delivery_queue import DeliveryQueueProjection, delivery_counts, list_deliveries
 from projections.endpoint_health import EndpointHealthProjection, health_report, health_row
 from projections.runner import ProjectionRunner, rebuild
 from tests.conftest import make_new_job
@@ -301,6 +301,21 @@ def test_queue_and_health_follow_attempts_and_equal_a_rebuild(ledger, store, run
     catch_up(runners)
     with store.transaction() as tx:
         assert health_report(tx, str(endpoint.id), now=clock.now())["state"] == "disabled"
+
+    def counted(tx) -> list[tuple[str, str, int]]:
+        grouped = tx.execute(
+            "SELECT endpoint_id, state, COUNT(*) FROM delivery_queue GROUP BY endpoint_id, state"
+        ).fetchall()
+        return sorted((str(e), str(s), int(n)) for e, s, n in grouped)
+
+    with store.transaction() as tx:  # the running counts are the rows' counts
+        expected = counted(tx)
+        assert {s for _, s, _ in expected} >= {"pending", "succeeded"}
+        assert [c for c in delivery_counts(tx) if c[2]] == expected
+        # a view made before the counts existed counts its rows once, when it is set up
+        tx.execute("DROP TABLE delivery_queue_counts")
+        DeliveryQueueProjection(ledger).create_tables(tx)
+        assert delivery_counts(tx) == expected
 
     for name, live, shadow in (
         ("queue", DeliveryQueueProjection(ledger), DeliveryQueueProjection(ledger, table="dq_rb")),
