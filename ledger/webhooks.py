@@ -12,7 +12,7 @@ database or HTTP-client code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -414,6 +414,63 @@ class WebhookCommands(AggregateCommands):
             return True
 
         return self._update_aggregate(delivery_id, Delivery, DeliveryNotFound, tenant_id, retry)
+
+    def retry_deliveries(
+        self,
+        delivery_ids: Sequence[UUID],
+        *,
+        endpoint_id: UUID,
+        states: Collection[str],
+        actor: str,
+        reason: str,
+    ) -> list[Changed]:
+        """`retry_delivery` for those of the endpoint's deliveries among `delivery_ids` that
+        are still in one of `states` (an endpoint's recovery), read together and saved in one
+        store transaction; one saved meanwhile by someone else makes the store refuse the
+        batch (nothing written), and each is then retried on its own, on a fresh read.
+        Returns the deliveries retried, in the order of `delivery_ids`; refused as a whole
+        while the endpoint is not active."""
+        endpoint = self._load(endpoint_id, Endpoint)
+        if endpoint is None or endpoint.state != EndpointState.ACTIVE:
+            state = str(endpoint.state) if endpoint else "deleted"
+            raise InvalidTransition(
+                "retry a delivery to", state, ("active",), subject="an endpoint"
+            )
+
+        def wanted(delivery: Delivery | None) -> bool:
+            return (
+                delivery is not None
+                and delivery.endpoint_id == str(endpoint_id)
+                and str(delivery.state) in states
+            )
+
+        found = self._load_many(delivery_ids, Delivery)
+        chosen = [d for d in (found.get(i) for i in delivery_ids) if d is not None and wanted(d)]
+        for delivery in chosen:
+            delivery.request_retry(reason=reason, actor=actor, now=self.clock.now())
+        try:
+            with store_errors():
+                recordings = self._commit(*chosen) if chosen else []
+        except IntegrityError:
+            return [
+                c for c in (self._retry_alone(d.id, wanted, actor, reason) for d in chosen) if c
+            ]
+        positions = positions_by_aggregate(recordings)
+        return [Changed(d, positions.get(d.id, ())) for d in chosen]
+
+    def _retry_alone(
+        self, delivery_id: UUID, wanted: Callable[[Delivery | None], bool], actor: str, reason: str
+    ) -> Changed | None:
+        """`retry_delivery` of one of a refused batch, if it is still `wanted`."""
+
+        def retry(delivery: Delivery) -> bool:
+            if not wanted(delivery):
+                return False  # retried, sent or moved since it was read
+            delivery.request_retry(reason=reason, actor=actor, now=self.clock.now())
+            return True
+
+        changed = self._update_aggregate(delivery_id, Delivery, DeliveryNotFound, None, retry)
+        return changed if changed.positions else None
 
     # -- internals --
 

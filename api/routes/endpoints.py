@@ -335,18 +335,19 @@ def recover_deliveries(
     found = reads.deliveries_in(
         endpoint_id, ws.RECOVERABLE_STATES, since=since, limit=RECOVER_LIMIT + 1
     )
-    retried: list[str] = []
-    positions: list[int] = []
-    for delivery_id in found[:RECOVER_LIMIT]:
-        delivery = ledger.get_delivery(delivery_id, tenant_id=None)
-        if str(delivery.state) not in ws.RECOVERABLE_STATES:
-            continue  # retried (or sent) since the read model saw it
-        changed = ledger.retry_delivery(
-            delivery_id, tenant_id=None, actor=actor, reason=RECOVER_REASON
-        )
-        retried.append(str(delivery_id))
-        positions.extend(changed.positions)
-    return retried, len(found) > RECOVER_LIMIT, max(positions, default=0)
+    # (one retried or sent since the read model saw it is left alone)
+    retried = ledger.retry_deliveries(
+        found[:RECOVER_LIMIT],
+        endpoint_id=endpoint_id,
+        states=ws.RECOVERABLE_STATES,
+        actor=actor,
+        reason=RECOVER_REASON,
+    )
+    return (
+        [str(changed.aggregate.id) for changed in retried],
+        len(found) > RECOVER_LIMIT,
+        max((changed.position for changed in retried), default=0),
+    )
 
 
 async def endpoints(request: Request) -> Response:

@@ -13,6 +13,8 @@ from uuid import UUID
 import orjson
 import pytest
 
+from jobledger.bootstrap import build
+from jobledger.settings import Settings
 from ledger.delivery import Delivery, DeliveryState, delivery_id_for
 from ledger.endpoint import Endpoint, EndpointSettings
 from ledger.errors import InvalidTransition, WrongAttempt
@@ -376,3 +378,75 @@ def test_endpoints_read_together_are_those_get_endpoint_finds_in_the_order_asked
         mine[0].id,
     ]
     assert found[0].describe() == ledger.get_endpoint(mine[2].id, tenant_id="t1").describe()
+
+
+def test_an_endpoint_recovery_retries_its_dead_letters_together(
+    ledger, database_url, runners, clock
+) -> None:
+    endpoint, other_endpoint = register(ledger, "t1", "*"), register(ledger, "t1", "*")
+    for i in range(5):
+        ledger.create_job(make_new_job(), tenant_id="t1", idempotency_key=f"r{i}", actor="k")
+    catch_up(runners)
+    mine = sorted(
+        (d for d in all_deliveries(ledger).values() if d.endpoint_id == str(endpoint.id)),
+        key=lambda d: d.source_position,
+    )
+    theirs = next(d for d in all_deliveries(ledger).values() if d.endpoint_id != str(endpoint.id))
+    dead, raced, sent = mine[:3], mine[3], mine[4]
+    for delivery in [*dead, raced, theirs]:
+        ledger.record_delivery_attempt(
+            delivery.id, attempt=1, succeeded=False, receipt={}, next_attempt_at=None, actor="s"
+        )
+    ledger.record_delivery_attempt(
+        sent.id, attempt=1, succeeded=True, receipt={}, next_attempt_at=None, actor="s"
+    )
+    asked = [UUID(int=5), sent.id, theirs.id, *(d.id for d in reversed(dead))]
+    states = ("dead_lettered", "held")
+
+    retried = ledger.retry_deliveries(
+        asked, endpoint_id=endpoint.id, states=states, actor="key:k", reason="recover"
+    )
+    assert [c.aggregate.id for c in retried] == [d.id for d in reversed(dead)]
+    assert all(len(c.positions) == 1 for c in retried)
+    assert {ledger.get_delivery(d.id, tenant_id=None).state for d in dead} == {
+        DeliveryState.PENDING
+    }
+    assert ledger.get_delivery(sent.id, tenant_id=None).state == DeliveryState.SUCCEEDED
+    assert ledger.get_delivery(theirs.id, tenant_id=None).state == DeliveryState.DEAD_LETTERED
+
+    # retried by someone else after the batch read it: the batch is refused and each is
+    # retried alone, on a fresh read (the raced one was retried once, by the other)
+    for delivery in dead:
+        ledger.record_delivery_attempt(
+            delivery.id, attempt=2, succeeded=False, receipt={}, next_attempt_at=None, actor="s"
+        )
+    other = build(Settings(database_url=database_url), clock=clock, run_migrations=False)
+    load_many = ledger._load_many
+
+    def load_then_race(ids, kind):
+        found = load_many(ids, kind)
+        other.ledger.retry_delivery(raced.id, tenant_id=None, actor="key:other")
+        return found
+
+    ledger._load_many = load_then_race
+    try:
+        retried = ledger.retry_deliveries(
+            [raced.id, *(d.id for d in dead)],
+            endpoint_id=endpoint.id,
+            states=states,
+            actor="key:k",
+            reason="recover",
+        )
+    finally:
+        del ledger._load_many
+        other.close()
+    assert [c.aggregate.id for c in retried] == [d.id for d in dead]
+    retries = [type(e).__name__ for e in ledger.events.get(raced.id) if "Retry" in type(e).__name__]
+    assert retries == ["DeliveryRetryRequested"]
+
+    ledger.disable_endpoint(other_endpoint.id, tenant_id="t1", reason="paused", actor="key:t")
+    with pytest.raises(InvalidTransition):
+        ledger.retry_deliveries(
+            [theirs.id], endpoint_id=other_endpoint.id, states=states, actor="k", reason="r"
+        )
+    assert ledger.get_delivery(theirs.id, tenant_id=None).state == DeliveryState.DEAD_LETTERED
