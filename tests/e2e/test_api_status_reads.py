@@ -37,12 +37,13 @@ def two_tenants(api_server: Any, frozen: ReadModels, service: Any) -> tuple[Any,
     return reads, api, admin, make_tenant(api, admin, "Acme"), make_tenant(api, admin, "Other")
 
 
-def all_pages(client: Any, params: dict[str, Any]) -> list[bytes]:
-    """The bodies of every page of `GET /v1/jobs` with `params`, following `next_cursor`."""
+def all_pages(client: Any, params: dict[str, Any], path: str = "/v1/jobs") -> list[bytes]:
+    """The bodies of every page of the list at `path` with `params`, following
+    `next_cursor`."""
     pages: list[bytes] = []
     cursor = None
     while True:
-        page = client.get("/v1/jobs", params={**params, **({"cursor": cursor} if cursor else {})})
+        page = client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
         assert page.status_code == 200, page.text
         assert page.headers["content-type"] == "application/json"
         pages.append(page.content)
@@ -162,20 +163,6 @@ def test_lists_on_the_loop_are_the_bytes_the_threaded_path_gives(
         state.status_docs.list = listed  # type: ignore[method-assign]
 
 
-def all_delivery_pages(client: Any, path: str, params: dict[str, Any]) -> list[bytes]:
-    """The bodies of every page of a delivery list, following `next_cursor`."""
-    pages: list[bytes] = []
-    cursor = None
-    while True:
-        page = client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
-        assert page.status_code == 200, page.text
-        assert page.headers["content-type"] == "application/json"
-        pages.append(page.content)
-        cursor = page.json()["next_cursor"]
-        if cursor is None:
-            return pages
-
-
 def test_delivery_lists_on_the_loop_are_the_bytes_the_threaded_path_gives(
     api_server: Any, frozen: ReadModels, service: Any, database_url: str
 ) -> None:
@@ -220,7 +207,7 @@ def test_delivery_lists_on_the_loop_are_the_bytes_the_threaded_path_gives(
             raise AssertionError("answered by the threaded path")
 
         webhook_reads.list_deliveries = refuse  # type: ignore[method-assign]
-    bodies = [all_delivery_pages(client, path, params) for client, path, params in queries]
+    bodies = [all_pages(client, params, path) for client, path, params in queries]
     webhook_reads.list_deliveries = threaded  # type: ignore[method-assign]
 
     def listed(pages: list[bytes]) -> list[dict[str, Any]]:
@@ -257,6 +244,6 @@ def test_delivery_lists_on_the_loop_are_the_bytes_the_threaded_path_gives(
     state.delivery_docs.list = threaded_only  # type: ignore[union-attr,method-assign]
     try:
         for (client, path, params), expected in zip(queries, bodies, strict=True):
-            assert all_delivery_pages(client, path, params) == expected, (path, params)
+            assert all_pages(client, params, path) == expected, (path, params)
     finally:
         state.delivery_docs.list = on_the_loop  # type: ignore[union-attr,method-assign]
