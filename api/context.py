@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from api.auth import Authenticator, Permission, Principal
 from api.config import ApiConfig
+from api.console.queries import HourlyCache
 from api.creates import JobCreates
 from api.reads import JobReads, StatusDocs
 from api.targets import TargetCheck
@@ -50,6 +51,8 @@ class ApiState:
     status_docs: StatusDocs | None = None
     # The delivery list on the event loop, beside it (`api.webhook_reads.DeliveryDocs`).
     delivery_docs: DeliveryDocs | None = None
+    # The console queue page's jobs-per-hour series, read at most every 30 s per scope.
+    hourly: HourlyCache = field(default_factory=HourlyCache)
     # Creates saved in rounds, one thread hop per round (`api.creates`).
     creates: JobCreates = field(init=False)
 

@@ -419,7 +419,7 @@ def _queue_context(api: ApiState, scope: str | None) -> dict[str, Any]:
     with _views(api).transaction() as tx:
         counts = queries.counts_by_state(tx, scope)
         jobs = queries.active_jobs(tx, scope)
-        series = queries.created_per_hour(tx, scope, now=now)
+        series = api.hourly.get(scope, now, lambda: queries.created_per_hour(tx, scope, now=now))
         history = state_history(tx, scope, now=now)
     chart = charts.jobs_per_hour(series, queries.STATE_ORDER, chart_id="jobs-per-hour")
     states_chart = charts.jobs_per_hour(

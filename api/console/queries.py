@@ -8,6 +8,7 @@ write.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -99,6 +100,24 @@ def created_per_hour(
         at = start + timedelta(hours=i)
         series.append((at, buckets.get(at.strftime("%Y-%m-%dT%H"), {})))
     return series
+
+
+class HourlyCache:
+    """Hour-by-hour series (a chart's data) kept for `seconds` per tenant scope: the queue page
+    asks every 2 s, and a series of whole hours need not be read again that often (the jobs
+    created per hour read every job of the last day: 60-100 ms for 67,000 of them)."""
+
+    def __init__(self, seconds: float = 30.0) -> None:
+        self.seconds = seconds
+        self._kept: dict[str | None, tuple[datetime, Any]] = {}
+
+    def get(self, scope: str | None, now: datetime, read: Callable[[], Any]) -> Any:
+        kept = self._kept.get(scope)
+        if kept is not None and timedelta(0) <= now - kept[0] < timedelta(seconds=self.seconds):
+            return kept[1]
+        value = read()
+        self._kept[scope] = (now, value)
+        return value
 
 
 def endpoint_ids(tx: Tx, tenant_id: str | None, *, limit: int = 200) -> list[str]:
