@@ -145,6 +145,11 @@ class DeliveryQueueProjection:
                 f"deliveries = {self.counts_table}.deliveries + excluded.deliveries",
                 counts,
             )
+            tx.executemany(  # none kept at zero: the counts are those a count of the rows gives
+                f"DELETE FROM {self.counts_table} "
+                "WHERE endpoint_id = ? AND state = ? AND deliveries = 0",
+                [(e, s) for e, s, n in counts if n < 0],
+            )
         self.pending = [
             (str(d.id), d.version) for d, _ in changed.values() if d.state == DeliveryState.PENDING
         ]
@@ -255,5 +260,5 @@ def delivery_counts(tx: Tx, table: str = "delivery_queue") -> list[tuple[str, st
     queue's rows read every delivery ever made at every scrape)."""
     rows = tx.execute(
         f"SELECT endpoint_id, state, deliveries FROM {table}_counts ORDER BY endpoint_id, state"
-    ).fetchall()
+    ).fetchall()  # (only those not zero are kept)
     return [(str(e), str(s), int(n)) for e, s, n in rows]

@@ -67,6 +67,8 @@ class JobStatusProjection:
         self.ledger = ledger
         self.table = table
         self.name = table
+        self.counts_table = f"{table}_counts"
+        self.tables = (table, self.counts_table)
         self.topics = JOB_TOPICS
         self._cache = AggregateCache(ledger, size=cache_size, settled=_is_final)
 
@@ -91,9 +93,22 @@ class JobStatusProjection:
             ("state_entered", "state, state_entered_at"),
         ):
             tx.execute(f"CREATE INDEX IF NOT EXISTS {t}_{name} ON {t} ({cols})")
+        counted = tx.table_exists(self.counts_table)
+        tx.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.counts_table} (tenant_id TEXT NOT NULL, "
+            "account_id TEXT NOT NULL, state TEXT NOT NULL, jobs BIGINT NOT NULL, "
+            "PRIMARY KEY (tenant_id, account_id, state))"
+        )
+        if not counted:  # a view from before the counts: counted once, from its rows
+            tx.execute(
+                f"INSERT INTO {self.counts_table} (tenant_id, account_id, state, jobs) "
+                f"SELECT tenant_id, account_id, state, COUNT(*) FROM {t} "
+                "GROUP BY tenant_id, account_id, state"
+            )
 
     def drop_tables(self, tx: Tx) -> None:
-        tx.execute(f"DROP TABLE IF EXISTS {self.table}")
+        for table in self.tables:
+            tx.execute(f"DROP TABLE IF EXISTS {table}")
 
     def forget(self) -> None:
         self._cache.clear()
@@ -107,8 +122,18 @@ class JobStatusProjection:
         # job -> (the job after its last event here, that event's position, its creation's
         # position when that is in this batch, else 0): one row per job, written once
         changed: dict[UUID, tuple[Job, int, int]] = {}
+        # (tenant, account, state) -> jobs gained (lost: negative) in this batch
+        moved: dict[tuple[str, str, str], int] = {}
+
+        def leaving(before: Job | None) -> None:
+            if before is not None:
+                key = (before.tenant_id, before.account_id, str(before.state))
+                moved[key] = moved.get(key, 0) - 1
+
         for position, event in events:
-            job: Job = self._cache.apply(event)
+            job: Job = self._cache.apply(event, leaving)
+            key = (job.tenant_id, job.account_id, str(job.state))
+            moved[key] = moved.get(key, 0) + 1
             if event.originator_version == 1:
                 changed[event.originator_id] = (job, position, position)
             else:
@@ -121,6 +146,19 @@ class JobStatusProjection:
         # a job created in this batch has no row yet (batches apply exactly once)
         tx.insert_many(self.table, COLUMNS, new, key=("job_id",), keep=KEEP_ON_UPDATE)
         tx.upsert_many(self.table, COLUMNS, old, key=("job_id",), keep=KEEP_ON_UPDATE)
+        counts = sorted((*key, n) for key, n in moved.items() if n)
+        if counts:  # (sorted: concurrent writers lock the same rows in the same order)
+            tx.executemany(
+                f"INSERT INTO {self.counts_table} (tenant_id, account_id, state, jobs) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, account_id, state) DO UPDATE "
+                f"SET jobs = {self.counts_table}.jobs + excluded.jobs",
+                counts,
+            )
+            tx.executemany(  # none kept at zero: the counts are those a count of the rows gives
+                f"DELETE FROM {self.counts_table} "
+                "WHERE tenant_id = ? AND account_id = ? AND state = ? AND jobs = 0",
+                [(t, a, s) for t, a, s, n in counts if n < 0],
+            )
 
     @staticmethod
     def _row(job: Job, position: int, created_position: int) -> tuple[Any, ...]:
@@ -187,6 +225,20 @@ def _times(value: datetime | None) -> tuple[str | None, str | None]:
 
 
 # -- queries --
+
+
+def job_counts(
+    tx: Tx, tenant_id: str | None, table: str = "job_status"
+) -> list[tuple[str, str, int]]:
+    """(account, state, jobs) now, from the running counts (all tenants: None): a read of
+    one row per account and state, where counting the view reads every job."""
+    scope, params = ("WHERE tenant_id = ? ", [tenant_id]) if tenant_id is not None else ("", [])
+    rows = tx.execute(
+        f"SELECT account_id, state, SUM(jobs) FROM {table}_counts {scope}"
+        "GROUP BY account_id, state HAVING SUM(jobs) <> 0 ORDER BY account_id, state",
+        params,
+    ).fetchall()
+    return [(str(a), str(s), int(n)) for a, s, n in rows]
 
 
 @dataclass(frozen=True)

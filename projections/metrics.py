@@ -55,7 +55,6 @@ class LedgerCollector(Collector):
                 now=now,
                 thresholds=self.thresholds,
                 limit=10_000,
-                by_account=False,
             )
             outcomes = outcome_counts(tx)
             deliveries = delivery_counts(tx)

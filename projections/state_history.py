@@ -121,20 +121,6 @@ class JobStateHistoryProjection:
         return counts
 
 
-def current_counts(
-    tx: Tx, tenant_id: str | None, *, table: str = "job_state_history"
-) -> dict[str, int]:
-    """How many jobs are in each state now (all tenants: None), from the running counts: a
-    read of at most seven rows a tenant, where counting `job_status` reads every job."""
-    scope, params = ("WHERE tenant_id = ? ", [tenant_id]) if tenant_id is not None else ("", [])
-    counts = {str(s): 0 for s in JobState}
-    for state, n in tx.execute(
-        f"SELECT state, SUM(jobs) FROM {table}_now {scope}GROUP BY state", params
-    ).fetchall():
-        counts[str(state)] = int(n)
-    return counts
-
-
 def state_history(
     tx: Tx,
     tenant_id: str | None,

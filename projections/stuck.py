@@ -1,5 +1,4 @@
-"""The stuck-job report (SPEC section 7), read from the job-status view (its counts by state
-from the state-history view's running counts).
+"""The stuck-job report (SPEC section 7), read from the job-status view.
 
 A job counts as stuck when it has waited past a per-state threshold: queued too long (nothing
 scheduled it), due but not started (no worker picked it up), running past its lease (its
@@ -14,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ledger.clock import iso_z
-from projections.state_history import current_counts
+from projections.job_status import job_counts
 from storage.sql import Tx, parse_utc_text, utc_text
 
 
@@ -42,11 +41,9 @@ def stuck_report(
     thresholds: StuckThresholds,
     limit: int = 100,
     table: str = "job_status",
-    by_account: bool = True,
 ) -> dict[str, Any]:
-    """Every read here follows an index or the running counts of `job_state_history`, except
-    the counts by account (`by_account`), which read every job of the scope: the metrics,
-    scraped every few seconds, leave them out."""
+    """Every read here follows an index or the view's running counts (`job_counts`): none
+    reads every job of the scope."""
     tenant_sql = "tenant_id = ? AND " if tenant_id is not None else ""
     tenant_params: list[Any] = [tenant_id] if tenant_id is not None else []
     t = thresholds
@@ -108,18 +105,11 @@ def stuck_report(
     # Oldest first, by time (ISO texts with and without fractions do not sort as times do).
     found.sort(key=lambda f: f[0] or now)
     stuck = [row for _, row in found]
-    where = f"WHERE {tenant_sql[:-5]}" if tenant_sql else ""
-    by_state = {state: n for state, n in current_counts(tx, tenant_id).items() if n}
+    by_state: dict[str, int] = {}
     accounts: dict[str, dict[str, int]] = {}
-    for account, state, n in (
-        tx.execute(
-            f"SELECT account_id, state, COUNT(*) FROM {table} {where} GROUP BY account_id, state",
-            tenant_params,
-        ).fetchall()
-        if by_account
-        else ()
-    ):
-        accounts.setdefault(account, {})[state] = int(n)
+    for account, state, n in job_counts(tx, tenant_id, table):
+        accounts.setdefault(account, {})[state] = n
+        by_state[state] = by_state.get(state, 0) + n
     oldest = tx.execute(
         f"SELECT MIN(state_entered_at) FROM {table} WHERE {tenant_sql}state = 'queued'",
         tenant_params,

@@ -20,7 +20,13 @@ from ledger.clock import ManualClock
 from ledger.endpoint import EndpointSettings
 from ledger.errors import LedgerError
 from ledger.job import AttemptFailure
-from projections.job_status import JobFilters, JobStatusProjection, get_doc, list_docs
+from projections.job_status import (
+    JobFilters,
+    JobStatusProjection,
+    get_doc,
+    job_counts,
+    list_docs,
+)
 from projections.runner import LostOwnership, ProjectionRunner, rebuild
 from storage.sql import SqlStore
 from tests.conftest import make_new_job
@@ -101,11 +107,29 @@ def test_live_projection_equals_rebuild_and_aggregates(ledger, store, runner, cl
             doc = get_doc(tx, None, job_id)
         assert orjson.loads(doc) == ledger.get_job(job_id).status()
 
+    def counted(tx, sql: str) -> list[tuple[str, str, int]]:
+        return sorted((str(a), str(s), int(n)) for a, s, n in tx.execute(sql).fetchall())
+
+    with store.transaction() as tx:  # the running counts are a count of the rows
+        by_rows = "SELECT account_id, state, COUNT(*) FROM job_status GROUP BY account_id, state"
+        expected = counted(tx, by_rows)
+        assert len({s for _, s, _ in expected}) > 2
+        assert job_counts(tx, None) == expected
+        assert job_counts(tx, "t1") == counted(
+            tx, by_rows.replace("GROUP", "WHERE tenant_id = 't1' GROUP")
+        )
+        # a view made before the counts existed counts its rows once, when it is set up
+        tx.execute("DROP TABLE job_status_counts")
+        JobStatusProjection(ledger).create_tables(tx)
+        assert job_counts(tx, None) == expected
+    counts = rows(store, "job_status_counts")
+
     position = rebuild(
         ledger, store, JobStatusProjection(ledger), JobStatusProjection(ledger, table="js_rebuild")
     )
     assert position == runner.position()
     assert rows(store) == live
+    assert rows(store, "job_status_counts") == counts
 
 
 def test_list_filters_and_cursor_pages(ledger, store, runner, clock) -> None:

@@ -7,11 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ledger.job import TRANSITIONS, JobState
-from projections.job_status import JobStatusProjection
 from projections.runner import ProjectionRunner
 from projections.state_history import (
     JobStateHistoryProjection,
-    current_counts,
     hour_of,
     state_history,
 )
@@ -80,34 +78,5 @@ def test_counts_at_the_end_of_each_hour_match_the_log(ledger, service, clock, ba
                     }, (tenant, since, key)
                 assert checked == len([h for h in hours_with_events if h >= since])
                 assert sum(series[-1][1].values()) > 0
-    finally:
-        store.close()
-
-
-def test_current_counts_are_the_jobs_in_each_state_of_the_status_view(
-    ledger, service, clock
-) -> None:
-    store = SqlStore(service.database)
-    try:
-        runners = [
-            ProjectionRunner(ledger, store, JobStateHistoryProjection(), batch_size=5),
-            ProjectionRunner(ledger, store, JobStatusProjection(ledger)),
-        ]
-        for runner in runners:
-            runner.setup()
-        random_workload(ledger, clock, seed=41, jobs=20)
-        for runner in runners:
-            runner.catch_up()
-        with store.transaction() as tx:
-            for tenant in ("t1", "t2", None):
-                scope, params = ("WHERE tenant_id = ? ", [tenant]) if tenant else ("", [])
-                counted = dict.fromkeys((str(s) for s in JobState), 0)
-                for state, n in tx.execute(
-                    f"SELECT state, COUNT(*) FROM job_status {scope}GROUP BY state", params
-                ).fetchall():
-                    counted[str(state)] = int(n)
-                assert sum(counted.values()) > 0
-                assert current_counts(tx, tenant) == counted, tenant
-            assert current_counts(tx, "nobody") == dict.fromkeys((str(s) for s in JobState), 0)
     finally:
         store.close()

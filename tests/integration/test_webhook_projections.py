@@ -313,7 +313,7 @@ def test_queue_and_health_follow_attempts_and_equal_a_rebuild(ledger, store, run
     with store.transaction() as tx:  # the running counts are the rows' counts
         expected = counted(tx)
         assert {s for _, s, _ in expected} >= {"pending", "succeeded"}
-        assert [c for c in delivery_counts(tx) if c[2]] == expected
+        assert delivery_counts(tx) == expected
         # a view made before the counts existed counts its rows once, when it is set up
         tx.execute("DROP TABLE delivery_queue_counts")
         DeliveryQueueProjection(ledger).create_tables(tx)
