@@ -19,6 +19,7 @@ import orjson
 from ledger.application import JobLedger
 from ledger.delivery import Delivery, DeliveryState
 from projections.aggregate_cache import AggregateCache
+from projections.counts import Moves, create_counts_table
 from storage.sql import SqlStore, Tx, utc_text
 
 DELIVERY_TOPICS = frozenset(
@@ -58,6 +59,14 @@ def _is_at_rest(delivery: Delivery) -> bool:
     return delivery.state is not DeliveryState.PENDING
 
 
+# The running counts' key (`delivery_queue_counts`, `delivery_counts`).
+COUNT_KEYS = ("endpoint_id", "state")
+
+
+def _count_key(delivery: Delivery) -> tuple[str, str]:
+    return delivery.endpoint_id, str(delivery.state)
+
+
 class DeliveryQueueProjection:
     def __init__(
         self, ledger: JobLedger, *, table: str = "delivery_queue", cache_size: int = 10_000
@@ -94,16 +103,7 @@ class DeliveryQueueProjection:
             ("job", "job_id"),
         ):
             tx.execute(f"CREATE INDEX IF NOT EXISTS {t}_{name} ON {t} ({cols})")
-        counted = tx.table_exists(self.counts_table)
-        tx.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.counts_table} (endpoint_id TEXT NOT NULL, "
-            "state TEXT NOT NULL, deliveries BIGINT NOT NULL, PRIMARY KEY (endpoint_id, state))"
-        )
-        if not counted:  # a view from before the counts: counted once, from its rows
-            tx.execute(
-                f"INSERT INTO {self.counts_table} (endpoint_id, state, deliveries) "
-                f"SELECT endpoint_id, state, COUNT(*) FROM {t} GROUP BY endpoint_id, state"
-            )
+        create_counts_table(tx, self.counts_table, COUNT_KEYS, "deliveries", t)
 
     def drop_tables(self, tx: Tx) -> None:
         for table in self.tables:
@@ -120,36 +120,16 @@ class DeliveryQueueProjection:
     def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
         changed: dict[UUID, tuple[Delivery, int]] = {}
         created: dict[UUID, int] = {}
-        # (endpoint, state) -> deliveries gained (lost: negative) in this batch
-        moved: dict[tuple[str, str], int] = {}
-
-        def leaving(before: Delivery | None) -> None:
-            if before is not None:
-                key = (before.endpoint_id, str(before.state))
-                moved[key] = moved.get(key, 0) - 1
-
+        moves = Moves(_count_key)
         for position, event in events:
-            delivery: Delivery = self._cache.apply(event, leaving)
-            key = (delivery.endpoint_id, str(delivery.state))
-            moved[key] = moved.get(key, 0) + 1
+            delivery: Delivery = self._cache.apply(event, moves.leave)
+            moves.enter(delivery)
             changed[delivery.id] = (delivery, position)
             if event.originator_version == 1:
                 created[delivery.id] = position
         rows = [_row(d, position, created.get(d.id, 0)) for d, position in changed.values()]
         tx.upsert_many(self.table, COLUMNS, rows, key=("delivery_id",), keep=KEEP_ON_UPDATE)
-        counts = sorted((endpoint, state, n) for (endpoint, state), n in moved.items() if n)
-        if counts:  # (sorted: concurrent views lock the same rows in the same order)
-            tx.executemany(
-                f"INSERT INTO {self.counts_table} (endpoint_id, state, deliveries) "
-                "VALUES (?, ?, ?) ON CONFLICT (endpoint_id, state) DO UPDATE SET "
-                f"deliveries = {self.counts_table}.deliveries + excluded.deliveries",
-                counts,
-            )
-            tx.executemany(  # none kept at zero: the counts are those a count of the rows gives
-                f"DELETE FROM {self.counts_table} "
-                "WHERE endpoint_id = ? AND state = ? AND deliveries = 0",
-                [(e, s) for e, s, n in counts if n < 0],
-            )
+        moves.write(tx, self.counts_table, COUNT_KEYS, "deliveries")
         self.pending = [
             (str(d.id), d.version) for d, _ in changed.values() if d.state == DeliveryState.PENDING
         ]

@@ -21,6 +21,7 @@ from ledger.application import JobLedger
 from ledger.clock import iso_z
 from ledger.job import Job
 from projections.aggregate_cache import AggregateCache
+from projections.counts import Moves, create_counts_table
 from storage.sql import SqlStore, Tx, utc_text, utc_texts
 
 JOB_TOPICS = frozenset(
@@ -58,6 +59,14 @@ COLUMNS = (
 KEEP_ON_UPDATE = frozenset({"job_id", "created_position"})
 
 
+# The running counts' key (`job_status_counts`, `job_counts`).
+COUNT_KEYS = ("tenant_id", "account_id", "state")
+
+
+def _count_key(job: Job) -> tuple[str, str, str]:
+    return job.tenant_id, job.account_id, str(job.state)
+
+
 def _is_final(job: Job) -> bool:
     return job.is_final
 
@@ -93,18 +102,7 @@ class JobStatusProjection:
             ("state_entered", "state, state_entered_at"),
         ):
             tx.execute(f"CREATE INDEX IF NOT EXISTS {t}_{name} ON {t} ({cols})")
-        counted = tx.table_exists(self.counts_table)
-        tx.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.counts_table} (tenant_id TEXT NOT NULL, "
-            "account_id TEXT NOT NULL, state TEXT NOT NULL, jobs BIGINT NOT NULL, "
-            "PRIMARY KEY (tenant_id, account_id, state))"
-        )
-        if not counted:  # a view from before the counts: counted once, from its rows
-            tx.execute(
-                f"INSERT INTO {self.counts_table} (tenant_id, account_id, state, jobs) "
-                f"SELECT tenant_id, account_id, state, COUNT(*) FROM {t} "
-                "GROUP BY tenant_id, account_id, state"
-            )
+        create_counts_table(tx, self.counts_table, COUNT_KEYS, "jobs", t)
 
     def drop_tables(self, tx: Tx) -> None:
         for table in self.tables:
@@ -122,18 +120,10 @@ class JobStatusProjection:
         # job -> (the job after its last event here, that event's position, its creation's
         # position when that is in this batch, else 0): one row per job, written once
         changed: dict[UUID, tuple[Job, int, int]] = {}
-        # (tenant, account, state) -> jobs gained (lost: negative) in this batch
-        moved: dict[tuple[str, str, str], int] = {}
-
-        def leaving(before: Job | None) -> None:
-            if before is not None:
-                key = (before.tenant_id, before.account_id, str(before.state))
-                moved[key] = moved.get(key, 0) - 1
-
+        moves = Moves(_count_key)
         for position, event in events:
-            job: Job = self._cache.apply(event, leaving)
-            key = (job.tenant_id, job.account_id, str(job.state))
-            moved[key] = moved.get(key, 0) + 1
+            job: Job = self._cache.apply(event, moves.leave)
+            moves.enter(job)
             if event.originator_version == 1:
                 changed[event.originator_id] = (job, position, position)
             else:
@@ -146,19 +136,7 @@ class JobStatusProjection:
         # a job created in this batch has no row yet (batches apply exactly once)
         tx.insert_many(self.table, COLUMNS, new, key=("job_id",), keep=KEEP_ON_UPDATE)
         tx.upsert_many(self.table, COLUMNS, old, key=("job_id",), keep=KEEP_ON_UPDATE)
-        counts = sorted((*key, n) for key, n in moved.items() if n)
-        if counts:  # (sorted: concurrent writers lock the same rows in the same order)
-            tx.executemany(
-                f"INSERT INTO {self.counts_table} (tenant_id, account_id, state, jobs) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, account_id, state) DO UPDATE "
-                f"SET jobs = {self.counts_table}.jobs + excluded.jobs",
-                counts,
-            )
-            tx.executemany(  # none kept at zero: the counts are those a count of the rows gives
-                f"DELETE FROM {self.counts_table} "
-                "WHERE tenant_id = ? AND account_id = ? AND state = ? AND jobs = 0",
-                [(t, a, s) for t, a, s, n in counts if n < 0],
-            )
+        moves.write(tx, self.counts_table, COUNT_KEYS, "jobs")
 
     @staticmethod
     def _row(job: Job, position: int, created_position: int) -> tuple[Any, ...]:
