@@ -28,7 +28,8 @@ from ledger.job import Job
 from ledger.receipt import build_receipt
 from ledger.timeline import timeline_entry
 from projections.job_status import JobFilters as ViewFilters
-from projections.job_status import doc_query, get_doc, list_docs, list_query, page_of
+from projections.job_status import doc_query, get_doc, list_docs, list_query
+from projections.pages import page_of
 from projections.runner import PositionWaiter
 from storage.async_rows import AsyncRows
 from storage.sql import SqlStore

@@ -25,8 +25,9 @@ from api.reads import Page, caught_up, decode_cursor, encode_cursor, page_body
 from ledger.application import JobLedger
 from ledger.endpoint import Endpoint, EndpointState
 from ledger.errors import store_errors
-from projections.delivery_queue import list_deliveries, list_query, page_of
+from projections.delivery_queue import list_deliveries, list_query
 from projections.endpoint_health import health_report, list_endpoint_ids
+from projections.pages import page_of
 from projections.runner import PositionWaiter
 from storage.async_rows import AsyncRows
 from storage.sql import SqlStore

@@ -9,7 +9,6 @@ so a rebuild gives the same rows. `doc` is the delivery as the API shows it, wit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -20,6 +19,7 @@ from ledger.application import JobLedger
 from ledger.delivery import Delivery, DeliveryState
 from projections.aggregate_cache import AggregateCache
 from projections.counts import Moves, create_counts_table
+from projections.pages import Page, page_of
 from storage.sql import SqlStore, Tx, utc_text
 
 DELIVERY_TOPICS = frozenset(
@@ -161,12 +161,6 @@ def _row(delivery: Delivery, position: int, created_position: int) -> tuple[Any,
 # -- queries --
 
 
-@dataclass(frozen=True)
-class DeliveryPage:
-    docs: list[str]
-    last_position: int | None  # creation position of the last row, when more follow
-
-
 def list_deliveries(
     tx: Tx,
     *,
@@ -178,7 +172,7 @@ def list_deliveries(
     limit: int = 100,
     after_position: int = 0,
     table: str = "delivery_queue",
-) -> DeliveryPage:
+) -> Page:
     """Oldest first (creation order); `after_position` continues a previous page."""
     sql, params = list_query(
         endpoint_id=endpoint_id,
@@ -227,12 +221,6 @@ def list_query(
     )
     params.append(limit + 1)  # one more: whether a next page follows
     return sql, params
-
-
-def page_of(rows: Sequence[Sequence[Any]], limit: int) -> DeliveryPage:
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return DeliveryPage([str(r[0]) for r in rows], int(rows[-1][1]) if more and rows else None)
 
 
 def delivery_counts(tx: Tx, table: str = "delivery_queue") -> list[tuple[str, str, int]]:

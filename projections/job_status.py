@@ -22,6 +22,7 @@ from ledger.clock import iso_z
 from ledger.job import Job
 from projections.aggregate_cache import AggregateCache
 from projections.counts import Moves, create_counts_table
+from projections.pages import Page, page_of
 from storage.sql import SqlStore, Tx, utc_text, utc_texts
 
 JOB_TOPICS = frozenset(
@@ -228,12 +229,6 @@ class JobFilters:
     created_before: datetime | None = None
 
 
-@dataclass(frozen=True)
-class Page:
-    docs: list[str]
-    last_position: int | None  # the creation position of the last job, when more follow
-
-
 def doc_query(
     tenant_id: str | None, job_id: UUID, table: str = "job_status"
 ) -> tuple[str, tuple[str, ...]]:
@@ -299,9 +294,3 @@ def list_query(
     )
     params.append(limit + 1)  # one more: whether a next page follows
     return sql, params
-
-
-def page_of(rows: Sequence[Sequence[Any]], limit: int) -> Page:
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page([str(r[0]) for r in rows], int(rows[-1][1]) if more and rows else None)
