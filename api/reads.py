@@ -250,9 +250,7 @@ class ProjectionJobReads(AggregateJobReads):
 
     def fresh(self, min_position: int | None) -> bool:
         """Whether a read now already reflects `min_position`, without waiting (no I/O)."""
-        if self.strong:
-            return False
-        return not min_position or self.waiter.reached(min_position)
+        return fresh(self.waiter, min_position, strong=self.strong)
 
     def _caught_up(self, min_position: int | None) -> bool:
         return caught_up(
@@ -315,11 +313,19 @@ class StatusDocs:
         if not self.reads.fresh(min_position):
             return None  # read-your-writes: the threaded path waits for the projection
         sql, params = list_query(tenant_id, filters, limit=limit, after_position=after)
-        rows = await self.rows.fetch_all(sql.replace("?", "%s"), params)
-        if rows is None:
-            return None
-        page = page_of(rows, limit)
-        return page_body("jobs", page.docs, page.last_position)
+        return await body_on_loop(self.rows, "jobs", sql, params, limit)
+
+
+async def body_on_loop(
+    rows: AsyncRows, key: str, sql: str, params: Sequence[Any], limit: int
+) -> bytes | None:
+    """The body of a list page (`page_body`) read on the event loop with `sql` (`?`
+    placeholders, `LIMIT limit + 1`), or None when that path cannot answer (`AsyncRows`)."""
+    found = await rows.fetch_all(sql.replace("?", "%s"), params)
+    if found is None:
+        return None
+    page = page_of(found, limit)
+    return page_body(key, page.docs, page.last_position)
 
 
 def page_body(key: str, docs: Sequence[str], last_position: int | None) -> bytes:
@@ -338,6 +344,14 @@ def page_body(key: str, docs: Sequence[str], last_position: int | None) -> bytes
             b"}",
         )
     )
+
+
+def fresh(waiter: PositionWaiter, min_position: int | None, *, strong: bool) -> bool:
+    """Whether a read of the view `waiter` follows already reflects `min_position`, without
+    waiting (no I/O); never under `strong`, whose reads wait for the log's end."""
+    if strong:
+        return False
+    return not min_position or waiter.reached(min_position)
 
 
 def caught_up(

@@ -21,7 +21,15 @@ from uuid import UUID
 
 import orjson
 
-from api.reads import Page, caught_up, decode_cursor, encode_cursor, page_body
+from api.reads import (
+    Page,
+    body_on_loop,
+    caught_up,
+    decode_cursor,
+    encode_cursor,
+    fresh,
+    page_body,
+)
 from ledger.application import JobLedger
 from ledger.endpoint import Endpoint, EndpointState
 from ledger.errors import store_errors
@@ -94,9 +102,7 @@ class WebhookReads:
     def fresh(self, name: str, min_position: int | None) -> bool:
         """Whether a read of view `name` now already reflects `min_position`, without
         waiting (no I/O)."""
-        if self.strong:
-            return False
-        return not min_position or self.waiters[name].reached(min_position)
+        return fresh(self.waiters[name], min_position, strong=self.strong)
 
     def health(self, endpoint: Endpoint, *, now: datetime, window_seconds: float) -> dict[str, Any]:
         """The endpoint-health report; an endpoint the read model has not seen yet has had no
@@ -199,8 +205,4 @@ class DeliveryDocs:
         if not self.reads.fresh(QUEUE, min_position):
             return None  # read-your-writes: the threaded path waits for the read model
         sql, params = deliveries_query(tenant_id, filters, limit, after)
-        rows = await self.rows.fetch_all(sql.replace("?", "%s"), params)
-        if rows is None:
-            return None
-        page = page_of(rows, limit)
-        return page_body("deliveries", page.docs, page.last_position)
+        return await body_on_loop(self.rows, "deliveries", sql, params, limit)
