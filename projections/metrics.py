@@ -50,11 +50,7 @@ class LedgerCollector(Collector):
         now = self.now()
         with self.store.transaction() as tx:
             report = stuck_report(
-                tx,
-                tenant_id=None,
-                now=now,
-                thresholds=self.thresholds,
-                limit=10_000,
+                tx, tenant_id=None, now=now, thresholds=self.thresholds, limit=10_000
             )
             outcomes = outcome_counts(tx)
             deliveries = delivery_counts(tx)
