@@ -404,12 +404,7 @@ class WebhookCommands(AggregateCommands):
         """Send again now with a fresh schedule; refused while the endpoint is not active."""
 
         def retry(delivery: Delivery) -> bool:
-            endpoint = self._load(UUID(delivery.endpoint_id), Endpoint)
-            if endpoint is None or endpoint.state != EndpointState.ACTIVE:
-                state = str(endpoint.state) if endpoint else "deleted"
-                raise InvalidTransition(
-                    "retry a delivery to", state, ("active",), subject="an endpoint"
-                )
+            self._require_active(UUID(delivery.endpoint_id))
             delivery.request_retry(reason=reason, actor=actor, now=self.clock.now())
             return True
 
@@ -430,19 +425,10 @@ class WebhookCommands(AggregateCommands):
         batch (nothing written), and each is then retried on its own, on a fresh read.
         Returns the deliveries retried, in the order of `delivery_ids`; refused as a whole
         while the endpoint is not active."""
-        endpoint = self._load(endpoint_id, Endpoint)
-        if endpoint is None or endpoint.state != EndpointState.ACTIVE:
-            state = str(endpoint.state) if endpoint else "deleted"
-            raise InvalidTransition(
-                "retry a delivery to", state, ("active",), subject="an endpoint"
-            )
+        self._require_active(endpoint_id)
 
-        def wanted(delivery: Delivery | None) -> bool:
-            return (
-                delivery is not None
-                and delivery.endpoint_id == str(endpoint_id)
-                and str(delivery.state) in states
-            )
+        def wanted(delivery: Delivery) -> bool:
+            return delivery.endpoint_id == str(endpoint_id) and str(delivery.state) in states
 
         found = self._load_many(delivery_ids, Delivery)
         chosen = [d for d in (found.get(i) for i in delivery_ids) if d is not None and wanted(d)]
@@ -459,7 +445,7 @@ class WebhookCommands(AggregateCommands):
         return [Changed(d, positions.get(d.id, ())) for d in chosen]
 
     def _retry_alone(
-        self, delivery_id: UUID, wanted: Callable[[Delivery | None], bool], actor: str, reason: str
+        self, delivery_id: UUID, wanted: Callable[[Delivery], bool], actor: str, reason: str
     ) -> Changed | None:
         """`retry_delivery` of one of a refused batch, if it is still `wanted`."""
 
@@ -473,6 +459,15 @@ class WebhookCommands(AggregateCommands):
         return changed if changed.positions else None
 
     # -- internals --
+
+    def _require_active(self, endpoint_id: UUID) -> None:
+        """Deliveries are retried only to an active endpoint (InvalidTransition otherwise)."""
+        endpoint = self._load(endpoint_id, Endpoint)
+        if endpoint is None or endpoint.state != EndpointState.ACTIVE:
+            state = str(endpoint.state) if endpoint else "deleted"
+            raise InvalidTransition(
+                "retry a delivery to", state, ("active",), subject="an endpoint"
+            )
 
     def _secrets(self) -> EndpointSecrets:
         if self.endpoint_secrets is None:
