@@ -153,11 +153,7 @@ class WebhookCommands(AggregateCommands):
     def get_endpoint(self, endpoint_id: UUID, *, tenant_id: str | None) -> Endpoint:
         """The endpoint, if it exists, is not deleted and (unless admin: None) is the tenant's."""
         endpoint = self._load(endpoint_id, Endpoint)
-        if (
-            endpoint is None
-            or endpoint.state == EndpointState.DELETED
-            or (tenant_id is not None and endpoint.tenant_id != tenant_id)
-        ):
+        if endpoint is None or not _visible(endpoint, tenant_id):
             raise EndpointNotFound(endpoint_id)
         return endpoint
 
@@ -170,9 +166,7 @@ class WebhookCommands(AggregateCommands):
         return [
             endpoint
             for endpoint in (found.get(i) for i in endpoint_ids)
-            if endpoint is not None
-            and endpoint.state != EndpointState.DELETED
-            and (tenant_id is None or endpoint.tenant_id == tenant_id)
+            if endpoint is not None and _visible(endpoint, tenant_id)
         ]
 
     def update_endpoint(
@@ -483,3 +477,11 @@ class WebhookCommands(AggregateCommands):
             return decide(endpoint)
 
         return self._update_aggregate(endpoint_id, Endpoint, EndpointNotFound, tenant_id, checked)
+
+
+def _visible(endpoint: Endpoint, tenant_id: str | None) -> bool:
+    """Whether a reader of `tenant_id` (None: an admin) finds the endpoint: not deleted, and
+    the tenant's."""
+    return endpoint.state != EndpointState.DELETED and (
+        tenant_id is None or endpoint.tenant_id == tenant_id
+    )
