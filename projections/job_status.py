@@ -214,7 +214,7 @@ def job_counts(
     scope, params = ("WHERE tenant_id = ? ", [tenant_id]) if tenant_id is not None else ("", [])
     rows = tx.execute(
         f"SELECT account_id, state, SUM(jobs) FROM {table}_counts {scope}"
-        "GROUP BY account_id, state HAVING SUM(jobs) <> 0 ORDER BY account_id, state",
+        "GROUP BY account_id, state ORDER BY account_id, state",
         params,
     ).fetchall()
     return [(str(a), str(s), int(n)) for a, s, n in rows]
