@@ -8,11 +8,7 @@ import pytest
 
 from ledger.job import TRANSITIONS, JobState
 from projections.runner import ProjectionRunner
-from projections.state_history import (
-    JobStateHistoryProjection,
-    hour_of,
-    state_history,
-)
+from projections.state_history import JobStateHistoryProjection, hour_of, state_history
 from storage.sql import SqlStore
 from tests.integration.test_job_status_projection import random_workload
 
