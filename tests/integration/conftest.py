@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from jobledger.bootstrap import Service, build
+from jobledger.settings import Settings
 from storage.sql import SqlStore
 
 
@@ -15,3 +17,12 @@ def store(service) -> Iterator[SqlStore]:
     s = SqlStore(service.database)
     yield s
     s.close()
+
+
+@pytest.fixture
+def postgres_service(postgres_url: str) -> Iterator[Service]:
+    """The service on PostgreSQL alone, with the default settings (tests of PostgreSQL-only
+    behaviour: advisory locks, several writers at once)."""
+    built = build(Settings(database_url=postgres_url))
+    yield built
+    built.close()

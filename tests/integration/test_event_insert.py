@@ -10,8 +10,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from jobledger.bootstrap import build
-from jobledger.settings import Settings
+from jobledger.bootstrap import Service
 from storage.recorder import INSERT_FUNCTION_ARGUMENTS, TopicNotifyingRecorder
 from tests.conftest import make_new_job
 
@@ -22,10 +21,8 @@ WRITES_EACH = 150
 
 
 @pytest.fixture
-def service(postgres_url):
-    svc = build(Settings(database_url=postgres_url))
-    yield svc
-    svc.close()
+def service(postgres_service: Service) -> Service:
+    return postgres_service
 
 
 def _recorder(service) -> TopicNotifyingRecorder:

@@ -10,12 +10,10 @@ deadlocked, and a restarted role logged start-up retries (the crash matrix's "st
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from jobledger.bootstrap import Service, build
-from jobledger.settings import Settings
+from jobledger.bootstrap import Service
 from projections.delivery_queue import DeliveryQueueProjection
 from projections.runner import TRACKING_TABLE, ProjectionRunner
 from storage.sql import SqlStore
@@ -24,10 +22,8 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def service(postgres_url: str) -> Iterator[Service]:
-    built = build(Settings(database_url=postgres_url))
-    yield built
-    built.close()
+def service(postgres_service: Service) -> Service:
+    return postgres_service
 
 
 def test_set_up_beside_an_owner_mid_batch_neither_waits_nor_deadlocks(service: Service) -> None:
