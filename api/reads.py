@@ -27,6 +27,7 @@ from ledger.errors import JobNotFound, store_errors
 from ledger.job import Job
 from ledger.receipt import build_receipt
 from ledger.timeline import timeline_entry
+from projections.doc_cache import DocCache
 from projections.job_status import JobFilters as ViewFilters
 from projections.job_status import doc_query, get_doc, list_docs, list_query
 from projections.pages import page_of
@@ -208,10 +209,12 @@ class ProjectionJobReads(AggregateJobReads):
         *,
         wait_seconds: float = 5.0,
         strong: bool = False,
+        docs: DocCache | None = None,
     ) -> None:
         super().__init__(ledger)
         self.store = store
         self.waiter = waiter
+        self.docs = docs  # the view's documents in memory, while this process writes it
         self.wait_seconds = wait_seconds
         self.strong = strong  # every read waits for the log's end as of its start
 
@@ -293,9 +296,20 @@ class StatusDocs:
             return None
         if not self.reads.fresh(min_position):
             return None  # read-your-writes: the threaded path waits for the projection
+        docs = self.reads.docs
+        generation = 0
+        if docs is not None:
+            doc = docs.get(job_id, tenant_id)
+            if doc is not None:
+                return doc
+            generation = docs.generation  # (before the read: see `DocCache.fill`)
         sql, params = doc_query(tenant_id, job_id)  # another tenant's job: no row, a 404
         row = await self.rows.fetch_one(sql.replace("?", "%s"), params)
-        return None if row is None else str(row[0])
+        if row is None:
+            return None
+        if docs is not None:
+            docs.fill(job_id, str(row[1]), str(row[0]), generation)
+        return str(row[0])
 
     async def list(
         self,

@@ -10,6 +10,8 @@ import threading
 
 from jobledger.bootstrap import Service
 from projections.delivery_fanout import DeliveryFanout
+from projections.doc_cache import DocCache
+from projections.job_status import JobStatusProjection
 from projections.registry import PROJECTIONS, live
 from projections.runner import PositionWaiter, ProjectionRunner, RunnerGroup
 from storage.config import migration_lock
@@ -17,14 +19,30 @@ from storage.sql import SqlStore
 
 
 class ReadModels:
-    def __init__(self, service: Service, *, max_connections: int | None = None) -> None:
+    def __init__(
+        self,
+        service: Service,
+        *,
+        max_connections: int | None = None,
+        keep_status_docs: bool = True,
+    ) -> None:
         self.ledger = service.ledger
         self.store = SqlStore(
             service.database,
             max_connections=max_connections or service.settings.db_pool_size,
         )
+        # The status documents in memory while this process owns `job_status`, for the API's
+        # status reads (`keep_status_docs`: a process that serves them). PostgreSQL only: on
+        # SQLite every process writes every view, so none could trust its own copy.
+        self.status_docs = DocCache() if keep_status_docs and self.store.is_postgres else None
         self.runners = {
-            name: ProjectionRunner(self.ledger, self.store, live(self.ledger, name))
+            name: ProjectionRunner(
+                self.ledger,
+                self.store,
+                JobStatusProjection(self.ledger, docs=self.status_docs)
+                if name == "job_status"
+                else live(self.ledger, name),
+            )
             for name in sorted(PROJECTIONS)
         }
         # Not a view but a follower of the log that makes deliveries (never rebuilt).
@@ -32,6 +50,9 @@ class ReadModels:
             self.ledger, self.store, DeliveryFanout(self.ledger)
         )
         self.waiter = PositionWaiter(self.store, "job_status")
+        if self.status_docs is not None:  # published before the waiter lets a read through
+            self.job_status.position_changed.append(self.status_docs.commit)
+            self.job_status.ownership_changed.append(self.status_docs.set_owned)
         self.job_status.position_changed.append(self.waiter.advanced)
         with migration_lock(service.database):
             for runner in self.runners.values():

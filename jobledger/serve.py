@@ -73,7 +73,7 @@ class ServingProcess:
         self.http_app: Starlette | None = None
         self.service = build(settings)
         try:
-            self.read_models = ReadModels(self.service)
+            self.read_models = ReadModels(self.service, keep_status_docs=role in ("all", "api"))
             try:
                 self._make_roles()
             except BaseException:
@@ -303,7 +303,9 @@ def build_app(service: Service, read_models: ReadModels) -> Starlette:
     from api.reads import ProjectionJobReads
     from api.webhook_reads import WebhookReads
 
-    reads = ProjectionJobReads(service.ledger, read_models.store, read_models.waiter)
+    reads = ProjectionJobReads(
+        service.ledger, read_models.store, read_models.waiter, docs=read_models.status_docs
+    )
     webhook_reads = WebhookReads(service.ledger, read_models.store)
     for name, waiter in webhook_reads.waiters.items():  # read-your-writes wakes at once
         read_models.runners[name].position_changed.append(waiter.advanced)

@@ -22,6 +22,7 @@ from ledger.clock import iso_z
 from ledger.job import Job
 from projections.aggregate_cache import AggregateCache
 from projections.counts import Moves, create_counts_table
+from projections.doc_cache import DocCache
 from projections.pages import Page, page_of
 from storage.sql import SqlStore, Tx, utc_text, utc_texts
 
@@ -73,8 +74,16 @@ def _is_final(job: Job) -> bool:
 
 
 class JobStatusProjection:
-    def __init__(self, ledger: JobLedger, *, table: str = "job_status", cache_size: int = 10_000):
+    def __init__(
+        self,
+        ledger: JobLedger,
+        *,
+        table: str = "job_status",
+        cache_size: int = 10_000,
+        docs: DocCache | None = None,
+    ):
         self.ledger = ledger
+        self.docs = docs  # the status documents kept in memory (the view's owner only)
         self.table = table
         self.name = table
         self.counts_table = f"{table}_counts"
@@ -111,6 +120,8 @@ class JobStatusProjection:
 
     def forget(self) -> None:
         self._cache.clear()
+        if self.docs is not None:
+            self.docs.abandon()
 
     def prepare(self, store: SqlStore, events: Sequence[tuple[int, Any]]) -> None:
         """Before the view's transaction (the runner calls it): load the jobs the batch needs,
@@ -134,6 +145,9 @@ class JobStatusProjection:
         old: list[tuple[Any, ...]] = []
         for job, position, created_position in changed.values():
             (new if created_position else old).append(self._row(job, position, created_position))
+        if self.docs is not None:  # published when this transaction has committed
+            for row in (*new, *old):
+                self.docs.stage(row[0], row[1], row[-1])
         # a job created in this batch has no row yet (batches apply exactly once)
         tx.insert_many(self.table, COLUMNS, new, key=("job_id",), keep=KEEP_ON_UPDATE)
         tx.upsert_many(self.table, COLUMNS, old, key=("job_id",), keep=KEEP_ON_UPDATE)
@@ -232,11 +246,14 @@ class JobFilters:
 def doc_query(
     tenant_id: str | None, job_id: UUID, table: str = "job_status"
 ) -> tuple[str, tuple[str, ...]]:
-    """The SQL (`?` placeholders) and parameters that read one job's status JSON; no row when
-    the job belongs to another tenant."""
+    """The SQL (`?` placeholders) and parameters that read one job's status JSON and tenant;
+    no row when the job belongs to another tenant."""
     if tenant_id is None:
-        return f"SELECT doc FROM {table} WHERE job_id = ?", (str(job_id),)
-    return f"SELECT doc FROM {table} WHERE job_id = ? AND tenant_id = ?", (str(job_id), tenant_id)
+        return f"SELECT doc, tenant_id FROM {table} WHERE job_id = ?", (str(job_id),)
+    return (
+        f"SELECT doc, tenant_id FROM {table} WHERE job_id = ? AND tenant_id = ?",
+        (str(job_id), tenant_id),
+    )
 
 
 def get_doc(tx: Tx, tenant_id: str | None, job_id: UUID, table: str = "job_status") -> str | None:

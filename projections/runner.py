@@ -120,6 +120,9 @@ class ProjectionRunner:
         self._position: int | None = None
         self._topic_set = frozenset(projection.topics)
         self.position_changed: list[Callable[[int], None]] = []
+        # Called with True when its group takes the projection's lock, False when it loses
+        # or gives it up (PostgreSQL; on SQLite every runner owns its projection).
+        self.ownership_changed: list[Callable[[bool], None]] = []
 
     @property
     def name(self) -> str:
@@ -346,6 +349,8 @@ class RunnerGroup:
                     continue
                 self._signal.wait(self._wait_seconds(owned, retry_at))
         finally:
+            for runner in owned:  # (before another process can take the locks)
+                _tell_ownership(runner, False)
             for ownership in owners.values():
                 ownership.release()
             if listener is not None:
@@ -437,9 +442,13 @@ class RunnerGroup:
                 log.warning("projection %s: lost its advisory lock; standing by", runner.name)
                 ownership.release()
                 runner._position = None
+                _tell_ownership(runner, False)
                 runner.projection.forget()
-            elif runner in owned or ownership.try_acquire():
+            elif runner in owned:
                 now_owned.append(runner)
+            elif ownership.try_acquire():
+                now_owned.append(runner)
+                _tell_ownership(runner, True)
         return now_owned
 
     def _wait_seconds(self, owned: list[ProjectionRunner], retry_at: dict[int, float]) -> float:
@@ -454,6 +463,14 @@ class RunnerGroup:
                 wait = min(wait, runner._pass_over_at - now)
         wait = min([wait, MAX_WAIT_SECONDS, *(at - now for at in retry_at.values() if at > now)])
         return max(wait, 0.0)
+
+
+def _tell_ownership(runner: ProjectionRunner, owned: bool) -> None:
+    for callback in runner.ownership_changed:
+        try:
+            callback(owned)
+        except Exception:
+            log.exception("projection %s: an ownership callback failed", runner.name)
 
 
 def _woken_before(

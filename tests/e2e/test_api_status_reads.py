@@ -247,3 +247,53 @@ def test_delivery_lists_on_the_loop_are_the_bytes_the_threaded_path_gives(
             assert all_pages(client, params, path) == expected, (path, params)
     finally:
         state.delivery_docs.list = on_the_loop  # type: ignore[union-attr,method-assign]
+
+
+def test_the_views_owner_answers_status_reads_from_memory_and_follows_each_change(
+    api_server: Any, service: Any, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("status documents are kept in memory on PostgreSQL only (DocCache)")
+    models = ReadModels(service)  # following the log, as `ledger serve` runs them
+    models.start()
+    try:
+        docs = models.status_docs
+        assert docs is not None
+        reads = ProjectionJobReads(service.ledger, models.store, models.waiter, docs=docs)
+        api = api_server(reads=reads)
+        admin = api.client(ADMIN_KEY)
+        acme, other = make_tenant(api, admin, "Acme"), make_tenant(api, admin, "Other")
+        created = acme.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "k"})
+        job_id = created.json()["id"]
+        assert models.waiter.wait(int(created.headers["Ledger-Position"]), 20)
+        assert docs.owned
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("read from the database")
+
+        status_docs = api_state(api).status_docs
+        assert status_docs is not None
+        fetch_all, status_docs.rows.fetch_all = status_docs.rows.fetch_all, refuse  # type: ignore[method-assign]
+        threaded, reads.get = reads.get, refuse  # type: ignore[method-assign]
+        hits = docs.hits
+        for client in (acme.reader, admin):
+            got = client.get(f"/v1/jobs/{job_id}")
+            assert got.status_code == 200, got.text
+            expected = service.ledger.get_job(UUID(job_id)).status()
+            assert got.json() == orjson.loads(orjson.dumps(expected))
+        reads.get = threaded  # type: ignore[method-assign]  # (the cancel's answer reads it)
+        canceled = acme.writer.post(f"/v1/jobs/{job_id}/cancel", json={})
+        position = int(canceled.headers["Ledger-Position"])
+        assert models.waiter.wait(position, 20)  # (else the read below waits in a thread)
+        fresh = acme.reader.get(f"/v1/jobs/{job_id}", params={"min_position": position})
+        assert fresh.status_code == 200, fresh.text
+        assert fresh.json()["state"] == "canceled"  # the change, kept as the view wrote it
+        assert acme.reader.get(f"/v1/jobs/{job_id}").json()["state"] == "canceled"
+        assert docs.hits == hits + 4
+
+        status_docs.rows.fetch_all = fetch_all  # type: ignore[method-assign]
+        missing = other.reader.get(f"/v1/jobs/{job_id}")  # kept, but not this tenant's
+        assert missing.status_code == 404, missing.text
+        assert missing.json()["type"].endswith("/not-found")
+    finally:
+        models.close()
