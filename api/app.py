@@ -82,7 +82,11 @@ def create_app(
         )
         if views is not None:
             state.metrics = ops.metrics_registry(
-                ledger, views, config.stuck_thresholds, state.log_head
+                ledger,
+                views,
+                config.stuck_thresholds,
+                state.log_head,
+                job_reads.docs if isinstance(job_reads, ProjectionJobReads) else None,
             )
         if isinstance(job_reads, ProjectionJobReads) and job_reads.store.is_postgres:
             state.status_docs = StatusDocs(job_reads)  # status reads on this loop

@@ -2,7 +2,9 @@
 
 `LedgerCollector` answers from the projections, so every process (and a restarted one) reports
 the same numbers; process metrics (CPU, RSS, file descriptors) come from prometheus-client's
-own collectors. `render(registry)` gives the text exposition format for `GET /metrics`.
+own collectors. `StatusDocsCollector` is this process's own: the status reads answered from
+its copy of the view in memory (`projections.doc_cache`). `render(registry)` gives the text
+exposition format for `GET /metrics`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from prometheus_client.registry import Collector
 from ledger.job import JobState
 from projections.attempt_outcomes import outcome_counts
 from projections.delivery_queue import delivery_counts
+from projections.doc_cache import DocCache
 from projections.endpoint_health import health_states
 from projections.runner import tracked_position
 from projections.stuck import StuckThresholds, stuck_report
@@ -127,9 +130,34 @@ class LedgerCollector(Collector):
         yield lag_seconds
 
 
-def registry_for(collector: LedgerCollector) -> CollectorRegistry:
+class StatusDocsCollector(Collector):
+    """This process's status reads on the event loop, by where they were answered from, and
+    the documents it keeps (none unless it owns the `job_status` view)."""
+
+    def __init__(self, docs: DocCache) -> None:
+        self.docs = docs
+
+    def collect(self) -> Iterator[Metric]:
+        reads = CounterMetricFamily(
+            "ledger_status_reads",
+            "GET /v1/jobs/{id} reads on this process's event loop, by where they were answered "
+            "from (database: not in memory here; a read-your-writes wait goes elsewhere).",
+            labels=["source"],
+        )
+        reads.add_metric(["memory"], self.docs.hits)
+        reads.add_metric(["database"], self.docs.misses)
+        yield reads
+        yield GaugeMetricFamily(
+            "ledger_status_docs_kept",
+            "Job status documents this process keeps in memory (it owns the job_status view).",
+            value=len(self.docs),
+        )
+
+
+def registry_for(collector: LedgerCollector, *more: Collector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    for one in (collector, *more):
+        registry.register(one)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

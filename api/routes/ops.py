@@ -24,7 +24,14 @@ from api.context import ApiState, api_state
 from api.http import json_response, query_of
 from api.problems import Problem
 from ledger.application import JobLedger
-from projections.metrics import CONTENT_TYPE, LedgerCollector, registry_for, render
+from projections.doc_cache import DocCache
+from projections.metrics import (
+    CONTENT_TYPE,
+    LedgerCollector,
+    StatusDocsCollector,
+    registry_for,
+    render,
+)
 from projections.registry import tracked_names
 from projections.runner import tracked_position
 from projections.stuck import StuckThresholds, stuck_report
@@ -72,13 +79,17 @@ def metrics_registry(
     views: SqlStore,
     thresholds: StuckThresholds,
     log_head: Callable[[], int],
+    status_docs: DocCache | None = None,
 ) -> CollectorRegistry:
     """The registry /metrics renders: the ledger's numbers from the read models, computed at
-    scrape time, plus prometheus-client's process and platform collectors."""
+    scrape time, this process's status reads from memory (`status_docs`), and
+    prometheus-client's process and platform collectors."""
     collector = LedgerCollector(
         views, log_head, tracked_names(), thresholds, now=lambda: ledger.clock.now()
     )
-    return registry_for(collector)
+    if status_docs is None:
+        return registry_for(collector)
+    return registry_for(collector, StatusDocsCollector(status_docs))
 
 
 def projection_lag(api: ApiState) -> dict[str, Any]:

@@ -295,5 +295,10 @@ def test_the_views_owner_answers_status_reads_from_memory_and_follows_each_chang
         missing = other.reader.get(f"/v1/jobs/{job_id}")  # kept, but not this tenant's
         assert missing.status_code == 404, missing.text
         assert missing.json()["type"].endswith("/not-found")
+        scraped = api.client().get("/metrics").text  # (open: no LEDGER_METRICS_TOKEN)
+        assert f'ledger_status_reads_total{{source="memory"}} {float(docs.hits)}' in scraped
+        assert f'ledger_status_reads_total{{source="database"}} {float(docs.misses)}' in scraped
+        assert docs.misses >= 1  # the other tenant's read
+        assert f"ledger_status_docs_kept {float(len(docs))}" in scraped
     finally:
         models.close()
