@@ -214,7 +214,7 @@ class ProjectionJobReads(AggregateJobReads):
         super().__init__(ledger)
         self.store = store
         self.waiter = waiter
-        self.docs = docs  # the view's documents in memory, while this process writes it
+        self.docs = docs  # status documents kept in memory (`projections.doc_cache`)
         self.wait_seconds = wait_seconds
         self.strong = strong  # every read waits for the log's end as of its start
 
@@ -297,18 +297,16 @@ class StatusDocs:
         if not self.reads.fresh(min_position):
             return None  # read-your-writes: the threaded path waits for the projection
         docs = self.reads.docs
-        generation = 0
         if docs is not None:
-            doc = docs.get(job_id, tenant_id)
+            doc = docs.get(job_id, tenant_id, min_position)
             if doc is not None:
                 return doc
-            generation = docs.generation  # (before the read: see `DocCache.fill`)
         sql, params = doc_query(tenant_id, job_id)  # another tenant's job: no row, a 404
         row = await self.rows.fetch_one(sql.replace("?", "%s"), params)
         if row is None:
             return None
-        if docs is not None:
-            docs.fill(job_id, str(row[1]), str(row[0]), generation)
+        if docs is not None and row[2] is not None:
+            docs.fill(job_id, str(row[1]), str(row[0]), int(row[2]))
         return str(row[0])
 
     async def list(

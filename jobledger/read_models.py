@@ -10,11 +10,12 @@ import threading
 
 from jobledger.bootstrap import Service
 from projections.delivery_fanout import DeliveryFanout
-from projections.doc_cache import DocCache
-from projections.job_status import JobStatusProjection
+from projections.doc_cache import DocCache, DocFollower
+from projections.job_status import JOB_TOPICS, JobStatusProjection
 from projections.registry import PROJECTIONS, live
 from projections.runner import PositionWaiter, ProjectionRunner, RunnerGroup
 from storage.config import migration_lock
+from storage.recorder import TopicNotifyingRecorder
 from storage.sql import SqlStore
 
 
@@ -24,17 +25,22 @@ class ReadModels:
         service: Service,
         *,
         max_connections: int | None = None,
-        keep_status_docs: bool = True,
+        keep_status_docs: bool = False,
     ) -> None:
         self.ledger = service.ledger
         self.store = SqlStore(
             service.database,
             max_connections=max_connections or service.settings.db_pool_size,
         )
-        # The status documents in memory while this process owns `job_status`, for the API's
-        # status reads (`keep_status_docs`: a process that serves them). PostgreSQL only: on
-        # SQLite every process writes every view, so none could trust its own copy.
-        self.status_docs = DocCache() if keep_status_docs and self.store.is_postgres else None
+        # Status documents in memory for the API's status reads (`keep_status_docs`: a process
+        # that serves them), kept true to the log by a follower of its own. PostgreSQL only
+        # (the follower reads the log with the recorder's `select_changed_after`).
+        recorder = self.ledger.recorder
+        self.status_docs: DocCache | None = None
+        self._doc_follower: DocFollower | None = None
+        if keep_status_docs and isinstance(recorder, TopicNotifyingRecorder):
+            self.status_docs = DocCache()
+            self._doc_follower = DocFollower(recorder, self.status_docs, JOB_TOPICS)
         self.runners = {
             name: ProjectionRunner(
                 self.ledger,
@@ -50,9 +56,8 @@ class ReadModels:
             self.ledger, self.store, DeliveryFanout(self.ledger)
         )
         self.waiter = PositionWaiter(self.store, "job_status")
-        if self.status_docs is not None:  # published before the waiter lets a read through
+        if self.status_docs is not None:  # kept before the waiter lets a read through
             self.job_status.position_changed.append(self.status_docs.commit)
-            self.job_status.ownership_changed.append(self.status_docs.set_owned)
         self.job_status.position_changed.append(self.waiter.advanced)
         with migration_lock(service.database):
             for runner in self.runners.values():
@@ -79,6 +84,13 @@ class ReadModels:
         )
         thread.start()
         self._threads.append(thread)
+        if self._doc_follower is not None:
+            self._group.also_notify.append(self._doc_follower.wake)
+            thread = threading.Thread(
+                target=self._doc_follower.run, args=(self._stop,), name="status-docs", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def catch_up(self) -> None:
         for runner in self.runners.values():
@@ -86,7 +98,7 @@ class ReadModels:
 
     def close(self) -> None:
         self._stop.set()
-        self._group.notify()
+        self._group.notify()  # (wakes the follower too)
         if self._group.notify in self.ledger.saved_listeners:
             self.ledger.saved_listeners.remove(self._group.notify)
         for thread in self._threads:

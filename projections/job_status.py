@@ -24,6 +24,7 @@ from projections.aggregate_cache import AggregateCache
 from projections.counts import Moves, create_counts_table
 from projections.doc_cache import DocCache
 from projections.pages import Page, page_of
+from projections.runner import TRACKING_TABLE
 from storage.sql import SqlStore, Tx, utc_text, utc_texts
 
 JOB_TOPICS = frozenset(
@@ -83,7 +84,7 @@ class JobStatusProjection:
         docs: DocCache | None = None,
     ):
         self.ledger = ledger
-        self.docs = docs  # the status documents kept in memory (the view's owner only)
+        self.docs = docs  # status documents kept in memory (`projections.doc_cache`)
         self.table = table
         self.name = table
         self.counts_table = f"{table}_counts"
@@ -246,12 +247,14 @@ class JobFilters:
 def doc_query(
     tenant_id: str | None, job_id: UUID, table: str = "job_status"
 ) -> tuple[str, tuple[str, ...]]:
-    """The SQL (`?` placeholders) and parameters that read one job's status JSON and tenant;
-    no row when the job belongs to another tenant."""
+    """The SQL (`?` placeholders) and parameters that read one job's status JSON, its tenant
+    and the view's position, in one snapshot (`DocCache.fill`); no row when the job belongs to
+    another tenant."""
+    columns = f"doc, tenant_id, (SELECT position FROM {TRACKING_TABLE} WHERE name = '{table}')"
     if tenant_id is None:
-        return f"SELECT doc, tenant_id FROM {table} WHERE job_id = ?", (str(job_id),)
+        return f"SELECT {columns} FROM {table} WHERE job_id = ?", (str(job_id),)
     return (
-        f"SELECT doc, tenant_id FROM {table} WHERE job_id = ? AND tenant_id = ?",
+        f"SELECT {columns} FROM {table} WHERE job_id = ? AND tenant_id = ?",
         (str(job_id), tenant_id),
     )
 

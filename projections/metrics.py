@@ -132,7 +132,7 @@ class LedgerCollector(Collector):
 
 class StatusDocsCollector(Collector):
     """This process's status reads on the event loop, by where they were answered from, and
-    the documents it keeps (none unless it owns the `job_status` view)."""
+    the documents it keeps."""
 
     def __init__(self, docs: DocCache) -> None:
         self.docs = docs
@@ -149,7 +149,7 @@ class StatusDocsCollector(Collector):
         yield reads
         yield GaugeMetricFamily(
             "ledger_status_docs_kept",
-            "Job status documents this process keeps in memory (it owns the job_status view).",
+            "Job status documents this process keeps in memory.",
             value=len(self.docs),
         )
 

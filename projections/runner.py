@@ -120,9 +120,6 @@ class ProjectionRunner:
         self._position: int | None = None
         self._topic_set = frozenset(projection.topics)
         self.position_changed: list[Callable[[int], None]] = []
-        # Called with True when its group takes the projection's lock, False when it loses
-        # or gives it up (PostgreSQL; on SQLite every runner owns its projection).
-        self.ownership_changed: list[Callable[[bool], None]] = []
 
     @property
     def name(self) -> str:
@@ -253,6 +250,9 @@ class RunnerGroup:
 
     def __init__(self, runners: Sequence[ProjectionRunner]) -> None:
         self.runners = list(runners)
+        # Told of every write as the runners are (this process's saves, and others' through
+        # the group's LISTEN): followers of the log that are not runners (`DocFollower`).
+        self.also_notify: list[Callable[[frozenset[str] | None], None]] = []
         self._signal = threading.Event()
         self._decoded: dict[int, Any] = {}
         for runner in self.runners:
@@ -262,6 +262,8 @@ class RunnerGroup:
         """Something was written (`topics`; None: unknown): wake the runners it concerns."""
         for runner in self.runners:
             runner.notify(position, topics)
+        for wake in self.also_notify:
+            wake(topics)
 
     def run(self, stop: threading.Event, *, listen: bool = True) -> None:
         """Follow until `stop` is set (`listen`: on PostgreSQL, with a LISTEN connection of
@@ -349,8 +351,6 @@ class RunnerGroup:
                     continue
                 self._signal.wait(self._wait_seconds(owned, retry_at))
         finally:
-            for runner in owned:  # (before another process can take the locks)
-                _tell_ownership(runner, False)
             for ownership in owners.values():
                 ownership.release()
             if listener is not None:
@@ -442,13 +442,9 @@ class RunnerGroup:
                 log.warning("projection %s: lost its advisory lock; standing by", runner.name)
                 ownership.release()
                 runner._position = None
-                _tell_ownership(runner, False)
                 runner.projection.forget()
-            elif runner in owned:
+            elif runner in owned or ownership.try_acquire():
                 now_owned.append(runner)
-            elif ownership.try_acquire():
-                now_owned.append(runner)
-                _tell_ownership(runner, True)
         return now_owned
 
     def _wait_seconds(self, owned: list[ProjectionRunner], retry_at: dict[int, float]) -> float:
@@ -463,14 +459,6 @@ class RunnerGroup:
                 wait = min(wait, runner._pass_over_at - now)
         wait = min([wait, MAX_WAIT_SECONDS, *(at - now for at in retry_at.values() if at > now)])
         return max(wait, 0.0)
-
-
-def _tell_ownership(runner: ProjectionRunner, owned: bool) -> None:
-    for callback in runner.ownership_changed:
-        try:
-            callback(owned)
-        except Exception:
-            log.exception("projection %s: an ownership callback failed", runner.name)
 
 
 def _woken_before(

@@ -139,6 +139,12 @@ class TopicNotifyingRecorder(PostgresApplicationRecorder):
             )
             for filtered in (True, False)
         }
+        self.select_changed_after_statement = SQL(
+            "SELECT h.head, e.notification_id, e.originator_id FROM (SELECT max(notification_id) "
+            "AS head FROM {schema}.{table}) AS h LEFT JOIN LATERAL (SELECT notification_id, "
+            "originator_id FROM {schema}.{table} WHERE notification_id > %s AND notification_id "
+            "<= h.head AND topic = ANY(%s) ORDER BY notification_id LIMIT %s) AS e ON true"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
 
     def create_table(self) -> None:
         super().create_table()
@@ -248,6 +254,23 @@ class TopicNotifyingRecorder(PostgresApplicationRecorder):
                 topic=row["topic"],
                 state=bytes(row["state"]),
             )
+            for row in rows
+            if row["notification_id"] is not None
+        ]
+
+    def select_changed_after(
+        self, start: int, limit: int, topics: Sequence[str]
+    ) -> tuple[int, list[tuple[int, UUID]]]:
+        """`select_after` without the events themselves: (the log's head, the (notification id,
+        aggregate id) of up to `limit` notifications of `topics` after `start`)."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                self.select_changed_after_statement, (start, list(topics), limit), prepare=True
+            )
+            rows = curs.fetchall()
+        head = rows[0]["head"] if rows else None
+        return int(head or 0), [
+            (int(row["notification_id"]), row["originator_id"])
             for row in rows
             if row["notification_id"] is not None
         ]

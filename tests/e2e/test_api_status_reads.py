@@ -3,6 +3,7 @@ API-key cache, over HTTP: same answers, tenant isolation, revocation at once in 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
@@ -254,7 +255,7 @@ def test_the_views_owner_answers_status_reads_from_memory_and_follows_each_chang
 ) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("status documents are kept in memory on PostgreSQL only (DocCache)")
-    models = ReadModels(service)  # following the log, as `ledger serve` runs them
+    models = ReadModels(service, keep_status_docs=True)  # as `ledger serve --role api` runs them
     models.start()
     try:
         docs = models.status_docs
@@ -263,10 +264,13 @@ def test_the_views_owner_answers_status_reads_from_memory_and_follows_each_chang
         api = api_server(reads=reads)
         admin = api.client(ADMIN_KEY)
         acme, other = make_tenant(api, admin, "Acme"), make_tenant(api, admin, "Other")
+        deadline = time.monotonic() + 20
+        while not docs.following:  # (its follower starts in a thread of its own)
+            assert time.monotonic() < deadline, "the status documents' follower did not start"
+            time.sleep(0.01)
         created = acme.writer.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "k"})
         job_id = created.json()["id"]
         assert models.waiter.wait(int(created.headers["Ledger-Position"]), 20)
-        assert docs.owned
 
         def refuse(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("read from the database")
