@@ -41,6 +41,11 @@ DOC_CACHE_SIZE = 4096  # documents (about 1 KB each)
 CHANGED_SIZE = 20_000  # jobs whose latest change is remembered (about 150 bytes each)
 FOLLOW_BATCH = 5000  # changes read at a time
 FOLLOW_POLL_SECONDS = 1.0  # when no wake-up comes (a lost NOTIFY)
+# Reads of the log at most this often: wake-ups come with every save (a lone API process
+# saving 1,500 jobs/s in rounds woke it about 150 times a second, twice a round: its own
+# save, then its NOTIFY), and each read costs the process a round trip's CPU: 20 ms kept a
+# lone API process's CPU per create within the noise of runs without the follower.
+FOLLOW_INTERVAL_SECONDS = 0.02
 
 
 class DocCache:
@@ -158,8 +163,9 @@ class DocCache:
 class DocFollower:
     """Reads, from the log, which jobs each new job event changed, and tells `docs`
     (`DocCache.followed`). Woken by `wake` (the read models' group passes on every write it is
-    told of: this process's saves and, through its LISTEN, others'); polls every
-    `poll_seconds` besides. Runs in its own thread (`run`) until `stop` is set."""
+    told of: this process's saves and, through its LISTEN, others'), at most every
+    `FOLLOW_INTERVAL_SECONDS`; polls every `poll_seconds` besides. Runs in its own thread
+    (`run`) until `stop` is set."""
 
     def __init__(
         self,
@@ -183,6 +189,7 @@ class DocFollower:
     def run(self, stop: threading.Event) -> None:
         position: int | None = None
         while not stop.is_set():
+            stop.wait(FOLLOW_INTERVAL_SECONDS)  # (wake-ups meanwhile are read together)
             self._wake.clear()  # a write from here on makes the next wait return
             try:
                 if position is None:
