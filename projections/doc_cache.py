@@ -18,7 +18,8 @@ it. What it can lag by is the follower's own lag behind the log (a NOTIFY away, 
 fallback poll when a NOTIFY was lost): in the process that applies the view, its own batches
 publish their documents at commit, so there it never lags the view. When the follower cannot
 read the log, nothing is kept and every read goes to the database until it has started again
-from the log's head.
+from the log's head; and nothing is answered once its last read is `FOLLOW_STALE_SECONDS`
+old (stuck, say, waiting for a connection).
 
 Bounded: at most `size` documents (the least recently written dropped first) and
 `changed_size` remembered changes. Thread-safe: the view's thread and the follower write,
@@ -29,8 +30,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from storage.recorder import TopicNotifyingRecorder
@@ -41,6 +43,10 @@ DOC_CACHE_SIZE = 4096  # documents (about 1 KB each)
 CHANGED_SIZE = 20_000  # jobs whose latest change is remembered (about 150 bytes each)
 FOLLOW_BATCH = 5000  # changes read at a time
 FOLLOW_POLL_SECONDS = 1.0  # when no wake-up comes (a lost NOTIFY)
+# Nothing is answered from memory once the follower's last read of the log is older than this
+# (it reads at least every `FOLLOW_POLL_SECONDS`): a follower stuck waiting for a connection
+# would otherwise let documents go on being served however long it stays stuck.
+FOLLOW_STALE_SECONDS = 3.0
 # Reads of the log at most this often: wake-ups come with every save (a lone API process
 # saving 1,500 jobs/s in rounds woke it about 150 times a second, twice a round: its own
 # save, then its NOTIFY), and each read costs the process a round trip's CPU. Every 20 ms
@@ -49,7 +55,13 @@ FOLLOW_INTERVAL_SECONDS = 0.05
 
 
 class DocCache:
-    def __init__(self, size: int = DOC_CACHE_SIZE, changed_size: int = CHANGED_SIZE) -> None:
+    def __init__(
+        self,
+        size: int = DOC_CACHE_SIZE,
+        changed_size: int = CHANGED_SIZE,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.size = size
         self.changed_size = changed_size
         self.hits = 0
@@ -60,6 +72,8 @@ class DocCache:
         self._changed: OrderedDict[str, int] = OrderedDict()  # job id -> its latest change seen
         self._followed: int | None = None  # every change up to here seen (None: not following)
         self._watermark = 0  # changes at or below it may be forgotten
+        self._read_at = 0.0  # the follower's last read of the log (`clock`)
+        self._clock = clock
         self._lock = threading.Lock()
 
     @property
@@ -74,9 +88,11 @@ class DocCache:
         with self._lock:
             found = self._docs.get(str(job_id))
             followed = self._followed
+            read_at = self._read_at
         if (
             found is None
             or followed is None
+            or self._clock() - read_at > FOLLOW_STALE_SECONDS
             or (tenant_id is not None and found[0] != tenant_id)
             or (min_position and min_position > max(found[2], followed))
         ):
@@ -117,6 +133,7 @@ class DocCache:
             self._docs.clear()
             self._changed.clear()
             self._followed = self._watermark = position
+            self._read_at = self._clock()
 
     def followed(self, changes: Sequence[tuple[int, str]], up_to: int) -> None:
         """The follower saw `changes` ((log position, job id), in log order) and every other
@@ -134,6 +151,7 @@ class DocCache:
                 self._watermark = max(self._watermark, forgotten)
             if self._followed is not None:
                 self._followed = max(self._followed, up_to)
+            self._read_at = self._clock()
 
     def stop_following(self) -> None:
         """The log cannot be read: keep nothing until `follow_from` again."""

@@ -172,3 +172,18 @@ def test_the_follower_keeps_nothing_while_it_cannot_read_the_log_and_restarts_at
         follower.wake()
         thread.join(timeout=10)
     assert not cache.following
+
+
+def test_nothing_is_served_once_the_followers_last_read_is_too_old() -> None:
+    from projections.doc_cache import FOLLOW_STALE_SECONDS
+
+    now = [100.0]
+    cache = DocCache(clock=lambda: now[0])
+    cache.follow_from(10)
+    cache.fill(JOB, "acme", "{}", 10)
+    now[0] += FOLLOW_STALE_SECONDS  # (the follower reads at least every second when healthy)
+    assert cache.get(JOB, "acme") == "{}"
+    now[0] += 0.1  # stuck, say waiting for a connection: the document may be out of date
+    assert cache.get(JOB, "acme") is None
+    cache.followed([], up_to=10)  # it read the log again
+    assert cache.get(JOB, "acme") == "{}"
