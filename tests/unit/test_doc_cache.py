@@ -3,10 +3,11 @@ to the changes its follower has seen (pure, no I/O)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from uuid import UUID, uuid4
 
-from projections.doc_cache import DocCache
+from projections.doc_cache import FOLLOW_STALE_SECONDS, DocCache, DocFollower
 
 JOB = UUID("00000000-0000-4000-8000-000000000001")
 KEY = str(JOB)
@@ -128,10 +129,6 @@ class FlakyLog:
 
 
 def test_the_follower_keeps_nothing_while_it_cannot_read_the_log_and_restarts_at_its_head() -> None:
-    import threading
-
-    from projections.doc_cache import DocFollower
-
     log = FlakyLog()
     cache = DocCache()
     follower = DocFollower(log, cache, frozenset({"t"}), poll_seconds=0.01)  # type: ignore[arg-type]
@@ -175,8 +172,6 @@ def test_the_follower_keeps_nothing_while_it_cannot_read_the_log_and_restarts_at
 
 
 def test_nothing_is_served_once_the_followers_last_read_is_too_old() -> None:
-    from projections.doc_cache import FOLLOW_STALE_SECONDS
-
     now = [100.0]
     cache = DocCache(clock=lambda: now[0])
     cache.follow_from(10)
